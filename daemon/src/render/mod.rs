@@ -1,0 +1,1 @@
+//! Renderers: a finished [`crate::profile::Profile`] to a file format.

@@ -1,0 +1,1 @@
+//! Go binaries: symbols, inline frames and stack-frame sizes from `.gopclntab`.

@@ -1,0 +1,3 @@
+//! Symbolization: addresses to function names, on the host, at collection time.
+
+pub mod go;
