@@ -1,11 +1,33 @@
 //! `loupe`: eBPF observability and profiling.
 //!
-//! Data flows one way: probe -> map/ring buffer -> collector -> aggregate -> renderer -> CLI.
+//! Data flows one way: probe (`ebpf/`) -> map/ring buffer -> collector (`collectors/`) ->
+//! unwinding and aggregation (`unwind/`, `aggregate`) -> symbolization (`symbolize/`) ->
+//! renderers (`render/`) -> CLI (`cli/`).
 
+mod aggregate;
+mod bpf;
+mod check;
+mod cli;
+mod collectors;
+mod modules;
+mod process;
 mod profile;
 mod render;
 mod symbolize;
+mod unwind;
 
-fn main() {
-    println!("loupe: not yet wired");
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loupe: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,3 +1,128 @@
-//! Symbolization: addresses to function names, on the host, at collection time.
+//! Symbolization: addresses to frames, on the host, once per distinct address.
+//!
+//! One entry point for every source; callers never care where a name came from:
+//! kernel addresses through kallsyms, Go code through its pclntab (stripped binaries
+//! included), everything else through ELF symbols and DWARF (inline frames) via blazesym.
+//! A frame that cannot be named is shown as `module+0xoffset`, never dropped.
 
 pub mod go;
+pub mod go_stub;
+
+use std::path::Path;
+
+use blazesym::symbolize::{
+    source::{Elf, Kernel, Source},
+    Input, Symbolized, Symbolizer as BlazeSymbolizer,
+};
+
+use crate::{
+    modules::Module,
+    profile::{Frame, FrameKind},
+};
+
+pub const KERNEL_MODULE: &str = "[kernel]";
+
+pub struct Symbolizer {
+    blaze: BlazeSymbolizer,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        let blaze = BlazeSymbolizer::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build();
+        Symbolizer { blaze }
+    }
+}
+
+impl Symbolizer {
+    /// Frames for kernel addresses, one list per address.
+    pub fn kernel(&self, addrs: &[u64]) -> Vec<Vec<Frame>> {
+        let src = Source::Kernel(Kernel::default());
+        let results = self.blaze.symbolize(&src, Input::AbsAddr(addrs));
+        frames_or_unknown(results, addrs, KERNEL_MODULE, FrameKind::Kernel, |a| a)
+    }
+
+    /// Frames for stated addresses (lookup addresses: return addresses already moved back
+    /// into the call instruction) in `module`, innermost (inlined) first per address.
+    pub fn user(&self, module: &Module, svmas: &[u64]) -> Vec<Vec<Frame>> {
+        let mut out: Vec<Option<Vec<Frame>>> = vec![None; svmas.len()];
+        if let Some(go) = &module.go {
+            for (slot, &svma) in out.iter_mut().zip(svmas) {
+                *slot = go.symbolize(svma).map(|frames| {
+                    frames
+                        .into_iter()
+                        .map(|f| Frame {
+                            function: f.function,
+                            module: module.name.clone(),
+                            file: f.file,
+                            line: f.line,
+                            inlined: f.inlined,
+                            kind: FrameKind::User,
+                        })
+                        .collect()
+                });
+            }
+        }
+        let rest: Vec<u64> = svmas.iter().zip(&out).filter(|(_, f)| f.is_none()).map(|(&a, _)| a).collect();
+        if !rest.is_empty() {
+            let mut named = self.elf(module, &rest).into_iter();
+            for slot in out.iter_mut().filter(|f| f.is_none()) {
+                *slot = named.next();
+            }
+        }
+        out.into_iter().zip(svmas).map(|(f, &a)| f.unwrap_or_else(|| vec![unknown(&module.name, a, FrameKind::User)])).collect()
+    }
+
+    fn elf(&self, module: &Module, svmas: &[u64]) -> Vec<Vec<Frame>> {
+        let src = Source::Elf(Elf::new(module.symbol_path()));
+        let results = self.blaze.symbolize(&src, Input::VirtOffset(svmas));
+        frames_or_unknown(results, svmas, &module.name, FrameKind::User, |a| a)
+    }
+}
+
+/// A frame for an address in a module without symbols for it.
+pub fn unknown(module: &str, offset: u64, kind: FrameKind) -> Frame {
+    Frame { function: format!("{module}+{offset:#x}"), module: module.to_string(), file: None, line: None, inlined: false, kind }
+}
+
+fn frames_or_unknown(
+    results: Result<Vec<Symbolized<'_>>, blazesym::Error>,
+    addrs: &[u64],
+    module: &str,
+    kind: FrameKind,
+    offset_of: impl Fn(u64) -> u64,
+) -> Vec<Vec<Frame>> {
+    let results = match results {
+        Ok(r) if r.len() == addrs.len() => r,
+        Ok(_) | Err(_) => {
+            if let Err(e) = results {
+                log::debug!("symbolizing {module}: {e}");
+            }
+            return addrs.iter().map(|&a| vec![unknown(module, offset_of(a), kind)]).collect();
+        }
+    };
+    results
+        .into_iter()
+        .zip(addrs)
+        .map(|(result, &addr)| match result {
+            Symbolized::Sym(sym) => {
+                let location = |info: Option<&blazesym::symbolize::CodeInfo<'_>>| {
+                    let file = info.map(|c| match &c.dir {
+                        Some(dir) => Path::new(dir.as_ref()).join(&c.file).display().to_string(),
+                        None => c.file.to_string_lossy().into_owned(),
+                    });
+                    (file, info.and_then(|c| c.line))
+                };
+                let mut frames = Vec::with_capacity(sym.inlined.len() + 1);
+                // blazesym lists inlined calls outermost first; we want innermost first.
+                for inlined in sym.inlined.iter().rev() {
+                    let (file, line) = location(inlined.code_info.as_ref());
+                    frames.push(Frame { function: inlined.name.to_string(), module: module.to_string(), file, line, inlined: true, kind });
+                }
+                let (file, line) = location(sym.code_info.as_deref());
+                frames.push(Frame { function: sym.name.to_string(), module: module.to_string(), file, line, inlined: false, kind });
+                frames
+            }
+            Symbolized::Unknown(_) => vec![unknown(module, offset_of(addr), kind)],
+        })
+        .collect()
+}

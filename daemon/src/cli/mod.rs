@@ -1,0 +1,108 @@
+//! Command line: `loupe check` and `loupe profile`.
+
+mod profile;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{collectors::cpu::UnwindMode, render::Format};
+
+#[derive(Parser, Debug)]
+#[command(name = "loupe", version, about = "eBPF observability and profiling: on-CPU flame graphs and pprof profiles")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Report the kernel features loupe uses, and what each missing one disables.
+    Check {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sample on-CPU stacks of processes, a command, or the whole host, to a file.
+    Profile(ProfileArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "all", "command"])))]
+pub struct ProfileArgs {
+    /// Profile this process (all its threads); repeat for more.
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Profile every process on the host.
+    #[arg(short, long)]
+    pub all: bool,
+    /// How long to profile: `500ms`, `10s`, `2m`. Ctrl-C ends early and still writes.
+    #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Samples per second per CPU.
+    #[arg(short = 'F', long, default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub frequency: u64,
+    /// What to profile.
+    #[arg(short = 't', long = "type", value_enum, default_value = "cpu")]
+    pub profile_type: ProfileTypeArg,
+    /// Output file; the format follows the extension (.svg, .pb.gz/.pprof, .folded/.txt,
+    /// .json). Without it, a table of the top functions is printed.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Output format, overriding the extension.
+    #[arg(short, long, value_enum)]
+    pub format: Option<Format>,
+    /// Rows of the top-functions table.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// User-stack unwinding: `auto` is correct without frame pointers; `fp` is cheapest.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub unwind: UnwindMode,
+    /// The command to start and profile, with its descendants: `loupe profile -- make -j2`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProfileTypeArg {
+    Cpu,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 500ms, 10s or 2m ({e})"))?;
+    if d.is_zero() {
+        return Err("the duration must be more than zero".into());
+    }
+    Ok(d)
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { json } => crate::check::run(json),
+        Command::Profile(args) => profile::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_or_explain() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").unwrap_err().contains("`ten`"));
+    }
+
+    #[test]
+    fn a_target_is_required_and_options_parse() {
+        assert!(Cli::try_parse_from(["loupe", "profile"]).is_err());
+        assert!(Cli::try_parse_from(["loupe", "profile", "--all", "-F", "0"]).is_err());
+        let cli = Cli::try_parse_from(["loupe", "profile", "-o", "x.svg", "--", "sleep", "1"]).expect("valid");
+        let Command::Profile(args) = cli.command else { panic!("profile") };
+        assert_eq!(args.command, vec!["sleep", "1"]);
+        assert_eq!(args.duration, Duration::from_secs(10));
+        assert_eq!(args.frequency, 99);
+    }
+}

@@ -1,0 +1,175 @@
+//! On-CPU sampling (`ebpf/src/probes/cpu.rs`): one cpu-clock perf event per online CPU
+//! running the sampler, and readers for what it records: copied samples and process events
+//! on the ring buffer, in-kernel counts, stack traces and loss counters.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    os::fd::{AsFd, OwnedFd},
+};
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        PerfEvent,
+    },
+    Ebpf,
+};
+use loupe_ebpf::{
+    cpu::{counter, CpuConfig, SampleHeader, StackCount, StackCountKey, EVENT_STACK_SAMPLE, STACK_COPY_BYTES, UNWIND_COPY, UNWIND_FRAME_POINTERS},
+    targets::{ProcessEvent, EVENT_PROCESS_EXEC, EVENT_PROCESS_EXIT},
+};
+
+use super::{map_mut, take_map};
+use crate::bpf::BpfError;
+
+/// How user stacks are recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnwindMode {
+    /// Copy the top of the stack and unwind with `.eh_frame` / Go pclntab (correct without
+    /// frame pointers).
+    Auto,
+    /// Frame pointers only, counted in the kernel: cheapest, loses frames where code omits
+    /// frame pointers.
+    Fp,
+}
+
+/// One record from the event ring buffer.
+pub enum CpuEvent<'a> {
+    Sample { header: SampleHeader, stack: &'a [u8] },
+    ProcessExec(u32),
+    ProcessExit(u32),
+}
+
+pub struct CpuCollector {
+    events: RingBuf<MapData>,
+    counts: HashMap<MapData, StackCountKey, StackCount>,
+    user_stacks: StackTraceMap<MapData>,
+    kernel_stacks: StackTraceMap<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Stack ids are never reused while the maps live, so their frames are read once.
+    stack_cache: StdHashMap<(bool, i32), Vec<u64>>,
+}
+
+impl CpuCollector {
+    /// Starts sampling every online CPU at `frequency_hz`.
+    pub fn attach(ebpf: &mut Ebpf, frequency_hz: u64, unwind: UnwindMode) -> Result<CpuCollector, BpfError> {
+        let config = CpuConfig {
+            unwind: match unwind {
+                UnwindMode::Auto => UNWIND_COPY,
+                UnwindMode::Fp => UNWIND_FRAME_POINTERS,
+            },
+            stack_copy_bytes: STACK_COPY_BYTES as u32,
+        };
+        let mut config_map: Array<&mut MapData, CpuConfig> = map_mut(ebpf, "CPU_CONFIG")?;
+        config_map.set(0, config, 0).map_err(|source| BpfError::Map { name: "CPU_CONFIG", source })?;
+
+        let program_error = |source| BpfError::Program { what: "perf_event program cpu_sample".into(), source };
+        let program: &mut PerfEvent = ebpf
+            .program_mut("cpu_sample")
+            .ok_or(aya::programs::ProgramError::NotLoaded)
+            .map_err(program_error)?
+            .try_into()
+            .map_err(program_error)?;
+        program.load().map_err(program_error)?;
+        let cpus = aya::util::online_cpus().map_err(|(what, e)| BpfError::Program {
+            what: format!("listing online CPUs ({what})"),
+            source: aya::programs::ProgramError::IOError(e),
+        })?;
+        for cpu in cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(frequency_hz),
+                    false,
+                )
+                .map_err(|source| BpfError::Program { what: format!("cpu-clock perf event on CPU {cpu}"), source })?;
+        }
+        Ok(CpuCollector {
+            events: take_map(ebpf, "EVENTS")?,
+            counts: take_map(ebpf, "CPU_COUNTS")?,
+            user_stacks: take_map(ebpf, "USER_STACKS")?,
+            kernel_stacks: take_map(ebpf, "KERNEL_STACKS")?,
+            counters: take_map(ebpf, "COUNTERS")?,
+            stack_cache: StdHashMap::new(),
+        })
+    }
+
+    /// A descriptor that is readable when the ring buffer has records.
+    pub fn events_fd(&self) -> std::io::Result<OwnedFd> {
+        self.events.as_fd().try_clone_to_owned()
+    }
+
+    /// Hands every pending ring-buffer record to `handle`, in order.
+    pub fn read_events(&mut self, mut handle: impl FnMut(&mut Self, CpuEvent<'_>)) -> usize {
+        let mut n = 0;
+        // Records are copied out so `handle` may read the stack maps through `self`.
+        let mut record = Vec::new();
+        loop {
+            record.clear();
+            match self.events.next() {
+                Some(item) => record.extend_from_slice(&item),
+                None => break,
+            }
+            n += 1;
+            if let Some(event) = parse_event(&record) {
+                handle(self, event);
+            }
+        }
+        n
+    }
+
+    /// Removes and returns the samples counted in the kernel so far.
+    pub fn take_counts(&mut self) -> Vec<(StackCountKey, StackCount)> {
+        let entries: Vec<_> = self.counts.iter().filter_map(Result::ok).collect();
+        for (key, _) in &entries {
+            let _ = self.counts.remove(key);
+        }
+        entries
+    }
+
+    /// Frames of a stack id (instruction pointer first); empty for "no stack" ids.
+    pub fn stack(&mut self, kernel: bool, id: i32) -> &[u64] {
+        if id < 0 {
+            return &[];
+        }
+        let map = if kernel { &self.kernel_stacks } else { &self.user_stacks };
+        self.stack_cache.entry((kernel, id)).or_insert_with(|| match map.get(&(id as u32), 0) {
+            Ok(trace) => trace.frames().iter().map(|f| f.ip).collect(),
+            Err(_) => Vec::new(),
+        })
+    }
+
+    /// Loss and sample counters, summed over CPUs, by name.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        (0..counter::COUNT)
+            .map(|i| {
+                let total = self.counters.get(&i, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0);
+                (counter::NAMES[i as usize].to_string(), total)
+            })
+            .collect()
+    }
+}
+
+fn parse_event(record: &[u8]) -> Option<CpuEvent<'_>> {
+    let kind = u32::from_ne_bytes(record.get(..4)?.try_into().ok()?);
+    match kind {
+        EVENT_STACK_SAMPLE => {
+            let header_len = size_of::<SampleHeader>();
+            let header_bytes = record.get(..header_len)?;
+            // SAFETY: SampleHeader is plain old data, and the length was checked.
+            let header: SampleHeader = unsafe { std::ptr::read_unaligned(header_bytes.as_ptr().cast()) };
+            let stack = record.get(header_len..)?;
+            let len = (header.stack_len as usize).min(stack.len());
+            Some(CpuEvent::Sample { header, stack: &stack[..len] })
+        }
+        EVENT_PROCESS_EXEC | EVENT_PROCESS_EXIT => {
+            let bytes = record.get(..size_of::<ProcessEvent>())?;
+            // SAFETY: ProcessEvent is plain old data, and the length was checked.
+            let event: ProcessEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            Some(if kind == EVENT_PROCESS_EXEC { CpuEvent::ProcessExec(event.pid) } else { CpuEvent::ProcessExit(event.pid) })
+        }
+        _ => None,
+    }
+}

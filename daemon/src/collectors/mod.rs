@@ -1,0 +1,28 @@
+//! Userspace halves of the kernel programs, one per capability (`ebpf/src/probes/<name>.rs`
+//! <-> `collectors/<name>.rs`): they attach the programs, configure their maps, and read
+//! what the kernel recorded. They know nothing of symbols or output formats.
+
+pub mod cpu;
+pub mod targets;
+
+use aya::Ebpf;
+
+use crate::bpf::BpfError;
+
+/// Takes ownership of map `name` as the typed map `T`.
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(BpfError::Map { name, source: aya::maps::MapError::InvalidName { name: name.to_string() } })?;
+    T::try_from(map).map_err(|source| BpfError::Map { name, source })
+}
+
+/// Borrows map `name` as the typed map `T` (for configuration written once).
+fn map_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, BpfError>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.map_mut(name).ok_or(BpfError::Map { name, source: aya::maps::MapError::InvalidName { name: name.to_string() } })?;
+    T::try_from(map).map_err(|source| BpfError::Map { name, source })
+}

@@ -1,0 +1,86 @@
+//! Which processes are observed (`ebpf/src/probes/targets.rs`): the target map, and the
+//! fork/exec/exit tracepoints that keep it and the process mappings up to date.
+
+use std::ffi::OsString;
+
+use aya::{
+    maps::{Array, HashMap, MapData},
+    programs::TracePoint,
+    Ebpf,
+};
+use loupe_ebpf::targets::{TargetConfig, TARGET_FOLLOW_CHILDREN, TARGET_OBSERVE};
+
+use super::{map_mut, take_map};
+use crate::bpf::{self, BpfError};
+
+/// What to profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// Every process on the host.
+    All,
+    /// These processes (all their threads).
+    Pids(Vec<u32>),
+    /// A command loupe starts, with all its descendants, from its first instruction.
+    Command(Vec<OsString>),
+}
+
+impl TargetSpec {
+    /// For titles and messages.
+    pub fn describe(&self) -> String {
+        match self {
+            TargetSpec::All => "all processes".to_string(),
+            TargetSpec::Pids(pids) if pids.len() == 1 => format!("pid {}", pids[0]),
+            TargetSpec::Pids(pids) => format!("pids {}", pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
+            TargetSpec::Command(argv) => format!("command: {}", argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")),
+        }
+    }
+}
+
+/// The attached target programs and the target map.
+pub struct Targets {
+    map: HashMap<MapData, u32, u8>,
+}
+
+const TRACEPOINTS: [&str; 3] = ["sched_process_fork", "sched_process_exec", "sched_process_exit"];
+
+impl Targets {
+    pub fn attach(ebpf: &mut Ebpf, spec: &TargetSpec) -> Result<Targets, BpfError> {
+        let config = TargetConfig {
+            filter: u32::from(*spec != TargetSpec::All),
+            fork_child_pid_offset: bpf::tracepoint_field_offset("sched", "sched_process_fork", "child_pid")?,
+        };
+        let mut config_map: Array<&mut MapData, TargetConfig> = map_mut(ebpf, "TARGET_CONFIG")?;
+        config_map.set(0, config, 0).map_err(|source| BpfError::Map { name: "TARGET_CONFIG", source })?;
+        let mut targets = Targets { map: take_map(ebpf, "TARGETS")? };
+        match spec {
+            TargetSpec::Pids(pids) => {
+                for &pid in pids {
+                    targets.insert(pid, TARGET_OBSERVE)?;
+                }
+            }
+            // Our own children become targets at fork, before they exec (see `spawned`).
+            TargetSpec::Command(_) => targets.insert(std::process::id(), TARGET_FOLLOW_CHILDREN)?,
+            TargetSpec::All => {}
+        }
+        for name in TRACEPOINTS {
+            let what = format!("tracepoint sched:{name}");
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| BpfError::Program { what: what.clone(), source: aya::programs::ProgramError::NotLoaded })?
+                .try_into()
+                .map_err(|source| BpfError::Program { what: what.clone(), source })?;
+            program.load().map_err(|source| BpfError::Program { what: what.clone(), source })?;
+            program.attach("sched", name).map_err(|source| BpfError::Program { what, source })?;
+        }
+        Ok(targets)
+    }
+
+    /// The launched command exists: stop adopting loupe's own children.
+    pub fn spawned(&mut self) {
+        let _ = self.map.remove(&std::process::id());
+    }
+
+    fn insert(&mut self, pid: u32, flags: u8) -> Result<(), BpfError> {
+        self.map.insert(pid, flags, 0).map_err(|source| BpfError::Map { name: "TARGETS", source })
+    }
+}

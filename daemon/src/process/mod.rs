@@ -1,0 +1,123 @@
+//! Profiled processes: their mappings, the modules behind them, and an unwinder per
+//! address space. Loaded on first sight and reloaded after exec or on an unknown address.
+
+pub mod maps;
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use maps::Mapping;
+
+use crate::{
+    modules::{Module, ModuleCache, ModuleId},
+    unwind::NativeUnwinder,
+};
+
+/// An executable mapping and the module behind it (None: anonymous or unreadable).
+pub struct CodeMapping {
+    pub mapping: Mapping,
+    pub module: Option<Arc<Module>>,
+    /// Where the module's stated address 0 lands in this process.
+    pub base_avma: u64,
+}
+
+/// A user address resolved against a process's mappings.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum UserAddress {
+    /// In a module, at a stated address (what symbol tables use).
+    Module { module: ModuleId, svma: u64 },
+    /// In no module we could read: named by the mapping's file name (or `[anon]`) and the
+    /// offset in it (file offset, or the address itself for anonymous memory).
+    Unnamed { label: Arc<str>, offset: u64 },
+}
+
+pub struct Process {
+    pub pid: u32,
+    /// The process's name (`/proc/PID/comm` of the group leader).
+    pub comm: Option<String>,
+    pub code: Vec<CodeMapping>,
+    pub unwinder: NativeUnwinder,
+    loaded_at: Instant,
+}
+
+impl Process {
+    pub fn code_at(&self, avma: u64) -> Option<&CodeMapping> {
+        self.code.iter().find(|c| c.mapping.contains(avma))
+    }
+
+    pub fn resolve(&self, avma: u64) -> UserAddress {
+        match self.code_at(avma) {
+            Some(CodeMapping { module: Some(m), base_avma, .. }) => {
+                UserAddress::Module { module: m.id, svma: avma.wrapping_sub(*base_avma) }
+            }
+            Some(CodeMapping { mapping, .. }) => {
+                let label = mapping.path.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into()).unwrap_or_else(|| "[anon]".into());
+                let offset = if mapping.is_file() { avma - mapping.start + mapping.offset } else { avma };
+                UserAddress::Unnamed { label, offset }
+            }
+            None => UserAddress::Unnamed { label: "[unknown]".into(), offset: avma },
+        }
+    }
+}
+
+/// Don't reread a process's maps more often than this when addresses fall outside them.
+const RELOAD_INTERVAL: Duration = Duration::from_millis(10);
+
+#[derive(Default)]
+pub struct ProcessTable {
+    processes: HashMap<u32, Process>,
+    pub modules: ModuleCache,
+}
+
+impl ProcessTable {
+    /// The process, loading it on first sight. None if it is gone and was never loaded.
+    pub fn get(&mut self, pid: u32) -> Option<&mut Process> {
+        if !self.processes.contains_key(&pid) {
+            let process = self.load(pid)?;
+            self.processes.insert(pid, process);
+        }
+        self.processes.get_mut(&pid)
+    }
+
+    /// Rereads the maps of `pid` if `avma` is outside them (a library loaded since), at most
+    /// every [`RELOAD_INTERVAL`].
+    pub fn refresh_for(&mut self, pid: u32, avma: u64) {
+        let stale = match self.processes.get(&pid) {
+            Some(p) => p.code_at(avma).is_none() && p.loaded_at.elapsed() >= RELOAD_INTERVAL,
+            None => false,
+        };
+        if stale {
+            self.reload(pid);
+        }
+    }
+
+    /// The process exec'd: its address space is new.
+    pub fn reload(&mut self, pid: u32) {
+        if let Some(process) = self.load(pid) {
+            self.processes.insert(pid, process);
+        }
+    }
+
+    pub fn comm(&self, pid: u32) -> Option<&str> {
+        self.processes.get(&pid)?.comm.as_deref()
+    }
+
+    fn load(&mut self, pid: u32) -> Option<Process> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim_end().to_string());
+        let mut unwinder = NativeUnwinder::default();
+        let mut code = Vec::new();
+        for mapping in maps::parse(&text).into_iter().filter(|m| m.executable) {
+            let module = self.modules.for_mapping(pid, &mapping);
+            let base_avma = module.as_ref().and_then(|m| m.base_avma(&mapping)).unwrap_or(mapping.start);
+            if let Some(m) = &module {
+                unwinder.add_module(m.unwind_module(mapping.start..mapping.end, base_avma));
+            }
+            code.push(CodeMapping { mapping, module, base_avma });
+        }
+        Some(Process { pid, comm, code, unwinder, loaded_at: Instant::now() })
+    }
+}

@@ -1,0 +1,101 @@
+//! Target tracking shared by every capability: which tgids are observed, children added at
+//! fork (so a launched command is traced from its first instruction), and exec/exit events
+//! so userspace reloads a process's mappings in order with its samples.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{map, tracepoint},
+    maps::{Array, HashMap, RingBuf},
+    programs::TracePointContext,
+};
+use loupe_ebpf::{
+    cpu::counter,
+    targets::{
+        ProcessEvent, TargetConfig, EVENT_PROCESS_EXEC, EVENT_PROCESS_EXIT, MAX_TARGETS,
+        TARGET_FOLLOW_CHILDREN, TARGET_OBSERVE,
+    },
+};
+
+use crate::counters;
+
+#[map(name = "TARGETS")]
+static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+#[map(name = "TARGET_CONFIG")]
+static TARGET_CONFIG: Array<TargetConfig> = Array::with_max_entries(1, 0);
+
+/// Samples and process events, in order. Sized for ~500 copied samples of slack.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+#[inline(always)]
+fn config() -> Option<&'static TargetConfig> {
+    TARGET_CONFIG.get(0)
+}
+
+/// Whether samples of process `tgid` are wanted.
+#[inline(always)]
+pub fn is_observed(tgid: u32) -> bool {
+    match config() {
+        Some(c) if c.filter != 0 => {
+            matches!(unsafe { TARGETS.get(&tgid) }, Some(flags) if flags & TARGET_OBSERVE != 0)
+        }
+        Some(_) => true,
+        // Not configured yet: observe nothing rather than everything.
+        None => false,
+    }
+}
+
+fn send_process_event(kind: u32, pid: u32) {
+    let event = ProcessEvent { kind, pid };
+    if EVENTS.output::<ProcessEvent>(&event, 0).is_err() {
+        counters::increment(counter::DROP_PROCESS_EVENT);
+    }
+}
+
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    if cfg.filter == 0 {
+        return 0;
+    }
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(flags) = (unsafe { TARGETS.get(&parent) }) else {
+        return 0;
+    };
+    if flags & TARGET_FOLLOW_CHILDREN == 0 {
+        return 0;
+    }
+    let Ok(child) = (unsafe { ctx.read_at::<i32>(cfg.fork_child_pid_offset as usize) }) else {
+        return 0;
+    };
+    // A new thread's tid is inserted too (we cannot tell threads from processes here);
+    // sched_process_exit removes it again.
+    let child_flags = TARGET_OBSERVE | TARGET_FOLLOW_CHILDREN;
+    if TARGETS.insert(&(child as u32), &child_flags, 0).is_err() {
+        counters::increment(counter::DROP_TARGET_MAP_FULL);
+    }
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_observed(tgid) {
+        send_process_event(EVENT_PROCESS_EXEC, tgid);
+    }
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if tid != tgid {
+        // A thread: drop the entry fork may have added for it (absent is fine).
+        let _ = TARGETS.remove(&tid);
+    } else if is_observed(tgid) {
+        send_process_event(EVENT_PROCESS_EXIT, tgid);
+    }
+    0
+}
