@@ -214,7 +214,7 @@ impl ModuleCache {
         }
         let id = self.modules.len() as ModuleId;
         let opened = match key {
-            ModuleKey::Vdso => open_own_vdso().and_then(|bytes| Module::parse(id, "[vdso]".into(), None, bytes)),
+            ModuleKey::Vdso => open_own_vdso().and_then(|(file, bytes)| Module::parse(id, "[vdso]".into(), Some(file), bytes)),
             ModuleKey::File { .. } => open_mapped_file(pid, mapping).and_then(|(path, file, backing)| Module::parse(id, path, Some(file), backing)),
         };
         match opened {
@@ -248,13 +248,21 @@ fn open_mapped_file(pid: u32, mapping: &Mapping) -> Result<(PathBuf, File, Backi
     Ok((path, file, Backing::Mapped(mmap)))
 }
 
-/// Copies loupe's own vDSO: the kernel maps the same image into every process.
-fn open_own_vdso() -> Result<Backing, ModuleError> {
+/// Copies loupe's own vDSO (the kernel maps the same image into every process), also into
+/// a memory file so symbolization can open it by path.
+fn open_own_vdso() -> Result<(File, Backing), ModuleError> {
     let err = |e: &str| ModuleError::Open("[vdso]".into(), std::io::Error::other(e.to_string()));
     let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| ModuleError::Open("/proc/self/maps".into(), e))?;
     let vdso = crate::process::maps::parse(&maps).into_iter().find(Mapping::is_vdso).ok_or_else(|| err("no vDSO mapped"))?;
     let len = usize::try_from(vdso.end - vdso.start).map_err(|_| err("vDSO too large"))?;
     // SAFETY: the vDSO mapping of our own process is readable for its whole length.
     let bytes = unsafe { std::slice::from_raw_parts(vdso.start as *const u8, len) }.to_vec();
-    Ok(Backing::Copied(bytes))
+    let fd = unsafe { libc::memfd_create(c"loupe-vdso".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(ModuleError::Open("[vdso]".into(), std::io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh descriptor we own.
+    let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    std::io::Write::write_all(&mut file, &bytes).map_err(|e| ModuleError::Open("[vdso]".into(), e))?;
+    Ok((file, Backing::Copied(bytes)))
 }

@@ -76,6 +76,17 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Writes to stdout; a reader that went away (`loupe ... | head`) ends output quietly.
+pub fn write_stdout(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> std::io::Result<()> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { json } => crate::check::run(json),

@@ -72,12 +72,12 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
             eprintln!("loupe: wrote {}", path.display());
         }
         _ => {
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
+            let mut text = Vec::new();
             match format {
-                Format::Top => render::render_top(&profile, args.top, &mut out)?,
-                _ => render::render(&profile, format, &mut out)?,
+                Format::Top => render::render_top(&profile, args.top, &mut text)?,
+                _ => render::render(&profile, format, &mut text)?,
             }
+            super::write_stdout(|out| out.write_all(&text))?;
         }
     }
     Ok(outcome.exit_code)
@@ -144,6 +144,7 @@ async fn collect(args: &ProfileArgs, spec: &TargetSpec) -> anyhow::Result<Outcom
         _ => HashSet::new(),
     };
 
+    eprintln!("loupe: profiling {} for {} at {} Hz (Ctrl-C ends early)", spec.describe(), humantime::format_duration(args.duration), args.frequency);
     let start_time = SystemTime::now();
     let started = Instant::now();
     let progress = progress_bar(args.duration, spec);
@@ -250,7 +251,7 @@ impl Session {
         let mut exited = Vec::new();
         collector.read_events(|collector, event| match event {
             CpuEvent::Sample { header, stack } => self.on_copied_sample(collector, &header, stack),
-            CpuEvent::ProcessExec(pid) => self.processes.reload(pid),
+            CpuEvent::ProcessExec(pid) => self.processes.forget(pid),
             CpuEvent::ProcessExit(pid) => exited.push(pid),
         });
         exited
@@ -259,14 +260,20 @@ impl Session {
     fn on_copied_sample(&mut self, collector: &mut CpuCollector, header: &loupe_ebpf::cpu::SampleHeader, stack: &[u8]) {
         let mut frames: Vec<RawFrame> = collector.stack(true, header.kernel_stack_id).iter().map(|&a| RawFrame::Kernel(a)).collect();
         let fp_frames = collector.stack(false, header.user_stack_id).to_vec();
-        self.processes.refresh_for(header.pid, header.regs.ip);
-        match self.processes.get(header.pid) {
-            Some(process) => {
-                let snapshot = StackSnapshot { ip: header.regs.ip, sp: header.regs.sp, bp: header.regs.bp, stack };
-                let addrs = unwind::unwind(process, &snapshot, &fp_frames);
-                frames.extend(user_frames(&addrs, |a| process.resolve(a)));
+        let snapshot = StackSnapshot { ip: header.regs.ip, sp: header.regs.sp, bp: header.regs.bp, stack };
+        let mut addrs = match self.processes.get(header.pid) {
+            Some(process) => Some(unwind::unwind(process, &snapshot, &fp_frames)),
+            None => None,
+        };
+        // An address outside the known mappings: a library mapped since we read them.
+        if let Some(unwound) = &addrs {
+            if self.processes.refresh_for(header.pid, unwound) {
+                addrs = self.processes.get(header.pid).map(|p| unwind::unwind(p, &snapshot, &fp_frames));
             }
-            None => frames.extend(user_frames(&fp_frames, |a| UserAddress::Unnamed { label: "[unknown]".into(), offset: a })),
+        }
+        match (addrs, self.processes.get(header.pid)) {
+            (Some(addrs), Some(process)) => frames.extend(user_frames(&addrs, |a| process.resolve(a))),
+            _ => frames.extend(user_frames(&fp_frames, |a| UserAddress::Unnamed { label: "[unknown]".into(), offset: a })),
         }
         let comm = self.process_name(header.pid, &header.comm);
         self.aggregator.add(header.pid, header.tid, &comm, frames, 1);

@@ -81,7 +81,9 @@ impl CpuCollector {
                 .attach(
                     PerfEventConfig::Software(SoftwareEvent::CpuClock),
                     PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Frequency(frequency_hz),
+                    // A fixed period of CPU time: uniform sampling, unlike frequency mode,
+                    // whose kernel-adjusted period biases shares and undershoots the rate.
+                    SamplePolicy::Period(1_000_000_000 / frequency_hz.max(1)),
                     false,
                 )
                 .map_err(|source| BpfError::Program { what: format!("cpu-clock perf event on CPU {cpu}"), source })?;

@@ -82,23 +82,26 @@ impl ProcessTable {
         self.processes.get_mut(&pid)
     }
 
-    /// Rereads the maps of `pid` if `avma` is outside them (a library loaded since), at most
-    /// every [`RELOAD_INTERVAL`].
-    pub fn refresh_for(&mut self, pid: u32, avma: u64) {
+    /// Rereads the maps of `pid` if any of `avmas` is outside them (a library mapped since we
+    /// read them), at most every [`RELOAD_INTERVAL`]. Returns whether it reread them.
+    pub fn refresh_for(&mut self, pid: u32, avmas: &[u64]) -> bool {
         let stale = match self.processes.get(&pid) {
-            Some(p) => p.code_at(avma).is_none() && p.loaded_at.elapsed() >= RELOAD_INTERVAL,
+            Some(p) => p.loaded_at.elapsed() >= RELOAD_INTERVAL && avmas.iter().any(|&a| p.code_at(a).is_none()),
             None => false,
         };
         if stale {
-            self.reload(pid);
+            if let Some(process) = self.load(pid) {
+                self.processes.insert(pid, process);
+                return true;
+            }
         }
+        false
     }
 
-    /// The process exec'd: its address space is new.
-    pub fn reload(&mut self, pid: u32) {
-        if let Some(process) = self.load(pid) {
-            self.processes.insert(pid, process);
-        }
+    /// The process exec'd: its address space is new, and is read again on its next sample
+    /// (not now: the dynamic loader has not mapped its libraries yet).
+    pub fn forget(&mut self, pid: u32) {
+        self.processes.remove(&pid);
     }
 
     pub fn comm(&self, pid: u32) -> Option<&str> {

@@ -3,8 +3,8 @@
 //! ```text
 //! loupe: cpu profile of pid 42, 2s 500ms: 12 samples at 100 Hz
 //! Showing top 3 of 5 functions, accounting for 10 of 12 samples (83.33%)
-//!       flat  flat%   sum%        cum   cum%  module     function
-//!          5 41.67% 41.67%          9 75.00%  app        parse
+//!       flat   flat%    sum%        cum    cum%  module     function
+//!          5  41.67%  41.67%          9  75.00%  app        parse
 //! ```
 //!
 //! - `flat`: samples with the function as the leaf (self samples).
@@ -117,7 +117,7 @@ pub fn render(profile: &Profile, limit: usize, out: &mut dyn Write) -> Result<()
         .unwrap_or(0);
     writeln!(
         out,
-        "{:>10} {:>6} {:>6} {:>10} {:>6}  {:<module_width$}  function",
+        "{:>10} {:>7} {:>7} {:>10} {:>7}  {:<module_width$}  function",
         "flat", "flat%", "sum%", "cum", "cum%", "module"
     )?;
     let mut sum = 0;
@@ -125,7 +125,7 @@ pub fn render(profile: &Profile, limit: usize, out: &mut dyn Write) -> Result<()
         sum += row.flat;
         writeln!(
             out,
-            "{:>10} {:>5.2}% {:>5.2}% {:>10} {:>5.2}%  {:<module_width$}  {}",
+            "{:>10} {:>6.2}% {:>6.2}% {:>10} {:>6.2}%  {:<module_width$}  {}",
             row.flat,
             percent(row.flat),
             percent(sum),
@@ -206,10 +206,10 @@ mod tests {
 loupe: cpu profile of pid 42, 2s 500ms: 13 samples at 100 Hz
 Dropped: drop_stack_missing=3
 Showing top 3 of 7 functions, accounting for 10 of 13 samples (76.92%)
-      flat  flat%   sum%        cum   cum%  module  function
-         5 38.46% 38.46%          5 38.46%  app     leaf
-         3 23.08% 61.54%          9 69.23%  app     a
-         2 15.38% 76.92%          2 15.38%  app     inl
+      flat   flat%    sum%        cum    cum%  module  function
+         5  38.46%  38.46%          5  38.46%  app     leaf
+         3  23.08%  61.54%          9  69.23%  app     a
+         2  15.38%  76.92%          2  15.38%  app     inl
 ";
         assert_eq!(text, want);
     }
@@ -221,7 +221,7 @@ Showing top 3 of 7 functions, accounting for 10 of 13 samples (76.92%)
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.contains("Showing top 7 of 7 functions"), "{text}");
         assert!(
-            text.contains("         0  0.00% 92.31%         12 92.31%  app          main\n"),
+            text.contains("         0   0.00%  92.31%         12  92.31%  app          main\n"),
             "{text}"
         );
         assert!(text.contains("  [kernel]     do_syscall_64\n"), "{text}");

@@ -1,0 +1,134 @@
+//! Shared helpers for loupe's integration tests. They run the real `loupe` binary as root
+//! against real programs (built by `cargo xtask fixtures`) and read what it wrote.
+#![allow(dead_code)] // Each test crate uses a different subset.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+/// The loupe binary under test: `LOUPE_BIN` (set by `cargo xtask test`), else the debug build.
+pub fn loupe_bin() -> PathBuf {
+    let path = std::env::var_os("LOUPE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/loupe"));
+    assert!(path.is_file(), "no loupe binary at {} (run `cargo xtask test`)", path.display());
+    path
+}
+
+/// A fixture binary, e.g. `c/split` or `go1.24.11/split`.
+pub fn fixture(name: &str) -> PathBuf {
+    let root = std::env::var_os("LOUPE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures"));
+    let path = root.join(name);
+    assert!(path.is_file(), "fixture {} is missing (run `cargo xtask fixtures`)", path.display());
+    path
+}
+
+/// The Go versions fixtures are built with, and each one's `go` binary, from
+/// `LOUPE_GO_BINARIES` (`1.24.11=/path/to/go,...`, set by `cargo xtask test`).
+pub fn go_toolchains() -> Vec<(String, PathBuf)> {
+    let list = std::env::var("LOUPE_GO_BINARIES").expect("LOUPE_GO_BINARIES is not set: run the suite with `cargo xtask test`");
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|entry| {
+            let (version, path) = entry.split_once('=').expect("LOUPE_GO_BINARIES entries are version=path");
+            (version.to_string(), PathBuf::from(path))
+        })
+        .collect()
+}
+
+pub fn assert_root() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "loupe's integration tests load BPF programs: run them as root");
+}
+
+/// Runs `loupe ARGS`, asserting it succeeded.
+pub fn loupe(args: &[&str]) -> Output {
+    let output = Command::new(loupe_bin()).args(args).output().expect("run loupe");
+    assert!(
+        output.status.success(),
+        "loupe {args:?} failed: {}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Starts `loupe ARGS` and waits until it reports that sampling has started.
+pub fn spawn_loupe(args: &[&str]) -> Child {
+    let mut child = Command::new(loupe_bin()).args(args).stderr(Stdio::piped()).spawn().expect("spawn loupe");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("loupe: profiling") => break,
+            Some(Ok(_)) => continue,
+            other => panic!("loupe exited before it started profiling: {other:?}"),
+        }
+    }
+    // Keep draining stderr so loupe never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+pub fn wait_success(child: Child, what: &str) {
+    let output = child.wait_with_output().expect("wait for loupe");
+    assert!(output.status.success(), "{what}: loupe failed: {}", output.status);
+}
+
+/// One line of folded output: frames root first (the process name is the first), count.
+#[derive(Debug, Clone)]
+pub struct FoldedStack {
+    pub frames: Vec<String>,
+    pub count: u64,
+}
+
+impl FoldedStack {
+    pub fn process(&self) -> &str {
+        &self.frames[0]
+    }
+
+    pub fn has(&self, function: &str) -> bool {
+        self.frames.iter().any(|f| f == function)
+    }
+
+    /// The frame just above (rootward of) the first occurrence of `function`.
+    pub fn caller_of(&self, function: &str) -> Option<&str> {
+        let i = self.frames.iter().position(|f| f == function)?;
+        i.checked_sub(1).map(|j| self.frames[j].as_str())
+    }
+}
+
+pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .map(|line| {
+            let (stack, count) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad folded line {line:?}"));
+            FoldedStack {
+                frames: stack.split(';').map(str::to_string).collect(),
+                count: count.parse().unwrap_or_else(|_| panic!("bad count in {line:?}")),
+            }
+        })
+        .collect()
+}
+
+/// Samples in `stacks` whose stack satisfies `pred`.
+pub fn count_where(stacks: &[FoldedStack], pred: impl Fn(&FoldedStack) -> bool) -> u64 {
+    stacks.iter().filter(|s| pred(s)).map(|s| s.count).sum()
+}
+
+/// The fixtures' own ground truth: a one-line JSON object of nanosecond counters.
+pub fn ground_truth(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no ground-truth JSON in fixture output {text:?}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad ground truth {line:?}: {e}"))
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+pub const SETTLE: Duration = Duration::from_millis(300);
