@@ -8,9 +8,8 @@
 use aya_ebpf::{
     bindings::{pt_regs, BPF_F_USER_STACK},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{bpf_get_current_task_btf, bpf_probe_read_user, bpf_task_pt_regs},
-        bpf_probe_read_kernel,
     },
     macros::{map, perf_event},
     maps::{Array, HashMap, StackTrace},
@@ -92,7 +91,11 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
 #[inline(always)]
 fn current_user_regs(regs: &pt_regs) -> Option<UserRegs> {
     if in_user_mode(regs) {
-        return Some(UserRegs { ip: regs.rip, sp: regs.rsp, bp: regs.rbp });
+        return Some(UserRegs {
+            ip: regs.rip,
+            sp: regs.rsp,
+            bp: regs.rbp,
+        });
     }
     let saved = unsafe {
         let task = bpf_get_current_task_btf();
@@ -100,7 +103,11 @@ fn current_user_regs(regs: &pt_regs) -> Option<UserRegs> {
         bpf_probe_read_kernel(ptr).ok()?
     };
     // Kernel threads have no user half.
-    in_user_mode(&saved).then_some(UserRegs { ip: saved.rip, sp: saved.rsp, bp: saved.rbp })
+    in_user_mode(&saved).then_some(UserRegs {
+        ip: saved.rip,
+        sp: saved.rsp,
+        bp: saved.rbp,
+    })
 }
 
 #[inline(always)]
@@ -116,12 +123,20 @@ fn user_stack_id(ctx: &PerfEventContext) -> i32 {
 
 #[inline(always)]
 fn count(pid: u32, tid: u32, user_stack_id: i32, kernel_stack_id: i32, comm: [u8; 16]) {
-    let key = StackCountKey { pid, tid, user_stack_id, kernel_stack_id };
+    let key = StackCountKey {
+        pid,
+        tid,
+        user_stack_id,
+        kernel_stack_id,
+    };
     if let Some(value) = CPU_COUNTS.get_ptr_mut(&key) {
         // Racing increments of one key from two CPUs may lose a count; an atomic add would
         // cost more than the rare loss is worth on a sampling profiler.
         unsafe { (*value).count += 1 };
-    } else if CPU_COUNTS.insert(&key, &StackCount { count: 1, comm }, 0).is_err() {
+    } else if CPU_COUNTS
+        .insert(&key, &StackCount { count: 1, comm }, 0)
+        .is_err()
+    {
         counters::increment(counter::DROP_COUNT_MAP_FULL);
         return;
     }
@@ -143,11 +158,18 @@ fn send_copied(
         return;
     };
     let sample = entry.as_mut_ptr();
-    let stack_len = unsafe { copy_user_stack(&mut (*sample).stack, regs.sp, config.stack_copy_bytes) };
+    let stack_len =
+        unsafe { copy_user_stack(&mut (*sample).stack, regs.sp, config.stack_copy_bytes) };
     if stack_len == 0 {
         counters::increment(counter::DROP_STACK_COPY);
     }
-    let user_stack_id = user_stack_id(ctx);
+    // A copy that ended before the limit reached the top of the stack: it holds every frame.
+    // Otherwise the kernel's frame-pointer walk may be needed beyond it.
+    let user_stack_id = if stack_len == 0 || stack_len >= config.stack_copy_bytes {
+        user_stack_id(ctx)
+    } else {
+        NO_STACK
+    };
     unsafe {
         let header = &mut (*sample).header;
         header.kind = EVENT_STACK_SAMPLE;
@@ -163,25 +185,34 @@ fn send_copied(
     counters::increment(counter::SAMPLES_COPIED);
 }
 
-/// Copies as much of the user stack above `sp` as is mapped, up to `limit` bytes: tries
-/// halving sizes, since a read that crosses the end of the stack mapping fails whole.
+/// Copies the user stack above `sp`, up to `limit` bytes. A read fails whole if it crosses
+/// the end of the stack mapping, which is page-aligned: so try reads that end on each of the
+/// next few page boundaries, longest first, and the one that ends at the mapping's end wins.
 #[inline(always)]
 unsafe fn copy_user_stack(dst: &mut [u8; STACK_COPY_BYTES], sp: u64, limit: u32) -> u32 {
-    let mut size = STACK_COPY_BYTES as u32;
-    while size > limit && size > 512 {
-        size /= 2;
-    }
-    for _ in 0..6 {
-        let ret = unsafe {
-            bpf_probe_read_user(dst.as_mut_ptr().cast(), size & (STACK_COPY_BYTES as u32 * 2 - 1), sp as *const _)
-        };
-        if ret == 0 {
-            return size;
+    const PAGE: u32 = 4096;
+    let limit = if limit as usize > STACK_COPY_BYTES {
+        STACK_COPY_BYTES as u32
+    } else {
+        limit
+    };
+    let to_boundary = PAGE - (sp as u32 & (PAGE - 1));
+    let mut extra_pages = STACK_COPY_BYTES as u32 / PAGE;
+    for _ in 0..(STACK_COPY_BYTES / 4096 + 1) {
+        let mut size = to_boundary + extra_pages * PAGE;
+        if size > limit {
+            size = limit;
         }
-        if size <= 512 {
+        if size > 0 && size as usize <= STACK_COPY_BYTES {
+            let ret = unsafe { bpf_probe_read_user(dst.as_mut_ptr().cast(), size, sp as *const _) };
+            if ret == 0 {
+                return size;
+            }
+        }
+        if extra_pages == 0 {
             break;
         }
-        size /= 2;
+        extra_pages -= 1;
     }
     0
 }

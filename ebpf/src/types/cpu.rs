@@ -134,4 +134,11 @@ pub mod counter {
     ];
 }
 
-crate::user_pod!(CpuConfig, StackCountKey, StackCount, UserRegs, SampleHeader, StackSample);
+crate::user_pod!(
+    CpuConfig,
+    StackCountKey,
+    StackCount,
+    UserRegs,
+    SampleHeader,
+    StackSample
+);
