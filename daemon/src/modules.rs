@@ -15,7 +15,7 @@ use std::{
 
 use object::{Object, ObjectSection, ObjectSegment};
 
-use crate::{process::maps::Mapping, symbolize::go_stub::GoTable};
+use crate::{process::maps::Mapping, symbolize::go::GoTable};
 
 /// Index of a module in its [`ModuleCache`].
 pub type ModuleId = u32;

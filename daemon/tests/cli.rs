@@ -83,6 +83,7 @@ fn check_reports_every_feature_and_passes_here() {
 #[test]
 fn ctrl_c_ends_early_and_still_writes_the_profile() {
     assert_root();
+    let _serial = serial();
     let dir = temp_dir();
     let out = dir.path().join("interrupted.folded");
     let loupe = spawn_loupe(&["profile", "--all", "-F", "199", "-d", "60s", "-o", out.to_str().expect("utf-8")]);
@@ -98,6 +99,7 @@ fn ctrl_c_ends_early_and_still_writes_the_profile() {
 #[test]
 fn top_table_is_the_default_output() {
     assert_root();
+    let _serial = serial();
     let out = loupe(&["profile", "-F", "499", "-d", "10s", "--", fixture("c/split").to_str().expect("utf-8"), "1"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("flat%") && stdout.contains("cum%"), "no top table:\n{stdout}");

@@ -41,6 +41,8 @@ pub struct Process {
     pub code: Vec<CodeMapping>,
     pub unwinder: NativeUnwinder,
     loaded_at: Instant,
+    /// How many times the maps were reread because of unknown addresses.
+    reloads: u32,
 }
 
 impl Process {
@@ -63,8 +65,13 @@ impl Process {
     }
 }
 
-/// Don't reread a process's maps more often than this when addresses fall outside them.
-const RELOAD_INTERVAL: Duration = Duration::from_millis(10);
+/// How soon a process's maps may be reread when addresses fall outside them: quickly for
+/// the first few times (a starting process maps its libraries within milliseconds, and may
+/// live only a little longer), then rarely (code outside every mapping is then garbage from
+/// a bad unwind, and rereading cannot help).
+const QUICK_RELOADS: u32 = 16;
+const QUICK_RELOAD_INTERVAL: Duration = Duration::from_millis(1);
+const SLOW_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct ProcessTable {
@@ -85,17 +92,20 @@ impl ProcessTable {
     /// Rereads the maps of `pid` if any of `avmas` is outside them (a library mapped since we
     /// read them), at most every [`RELOAD_INTERVAL`]. Returns whether it reread them.
     pub fn refresh_for(&mut self, pid: u32, avmas: &[u64]) -> bool {
-        let stale = match self.processes.get(&pid) {
-            Some(p) => p.loaded_at.elapsed() >= RELOAD_INTERVAL && avmas.iter().any(|&a| p.code_at(a).is_none()),
-            None => false,
-        };
-        if stale {
-            if let Some(process) = self.load(pid) {
-                self.processes.insert(pid, process);
-                return true;
-            }
+        let Some(current) = self.processes.get(&pid) else { return false };
+        let interval = if current.reloads < QUICK_RELOADS { QUICK_RELOAD_INTERVAL } else { SLOW_RELOAD_INTERVAL };
+        if current.loaded_at.elapsed() < interval || avmas.iter().all(|&a| current.code_at(a).is_some()) {
+            return false;
         }
-        false
+        let reloads = current.reloads + 1;
+        match self.load(pid) {
+            Some(mut process) => {
+                process.reloads = reloads;
+                self.processes.insert(pid, process);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The process exec'd: its address space is new, and is read again on its next sample
@@ -121,6 +131,6 @@ impl ProcessTable {
             }
             code.push(CodeMapping { mapping, module, base_avma });
         }
-        Some(Process { pid, comm, code, unwinder, loaded_at: Instant::now() })
+        Some(Process { pid, comm, code, unwinder, loaded_at: Instant::now(), reloads: 0 })
     }
 }

@@ -6,7 +6,6 @@
 //! A frame that cannot be named is shown as `module+0xoffset`, never dropped.
 
 pub mod go;
-pub mod go_stub;
 
 use std::path::Path;
 

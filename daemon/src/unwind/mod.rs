@@ -15,6 +15,9 @@ use crate::{modules::SectionBytes, process::Process};
 /// Deepest user stack loupe reports.
 pub const MAX_USER_FRAMES: usize = 256;
 
+/// Nothing is ever mapped below this address (vm.mmap_min_addr is at least a page).
+const NULL_PAGE_END: u64 = 4096;
+
 /// framehop's unwinder for one address space, with its rule cache.
 pub struct NativeUnwinder {
     unwinder: UnwinderX86_64<SectionBytes>,
@@ -66,7 +69,9 @@ pub fn unwind(process: &mut Process, snapshot: &StackSnapshot, fp_frames: &[u64]
         };
         match step {
             Step::Caller { ip, sp, bp } => {
-                if ip == 0 {
+                if ip < NULL_PAGE_END {
+                    // 0 ends a stack; other null-page values come from frames that are not
+                    // calls (signal trampolines such as runtime.sigreturn), never from code.
                     complete = true;
                     break;
                 }

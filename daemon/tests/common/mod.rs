@@ -41,6 +41,22 @@ pub fn go_toolchains() -> Vec<(String, PathBuf)> {
         .collect()
 }
 
+/// Profiling tests take this lock: they measure CPU shares and sample counts, and on two
+/// cores two of them at once would starve each other's workloads.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs the `go` binary of a toolchain with the build cache `cargo xtask` uses, so tools
+/// such as pprof are built once, not per test.
+pub fn go_command(go: &Path) -> Command {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let mut cmd = Command::new(go);
+    cmd.env("GOCACHE", target.join("go-cache")).env("GOPATH", target.join("go-path")).env("GOTOOLCHAIN", "local").env("GOFLAGS", "-mod=mod");
+    cmd
+}
+
 pub fn assert_root() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "loupe's integration tests load BPF programs: run them as root");
 }

@@ -12,7 +12,7 @@ use loupe_ebpf::{
     cpu::counter,
     targets::{
         ProcessEvent, TargetConfig, EVENT_PROCESS_EXEC, EVENT_PROCESS_EXIT, MAX_TARGETS,
-        TARGET_FOLLOW_CHILDREN, TARGET_OBSERVE,
+        TARGET_FOLLOW_CHILDREN, TARGET_OBSERVE, TARGET_OBSERVE_AFTER_EXEC,
     },
 };
 
@@ -71,7 +71,11 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     };
     // A new thread's tid is inserted too (we cannot tell threads from processes here);
     // sched_process_exit removes it again.
-    let child_flags = TARGET_OBSERVE | TARGET_FOLLOW_CHILDREN;
+    let child_flags = if flags & TARGET_OBSERVE != 0 {
+        TARGET_OBSERVE | TARGET_FOLLOW_CHILDREN
+    } else {
+        TARGET_OBSERVE_AFTER_EXEC
+    };
     if TARGETS.insert(&(child as u32), &child_flags, 0).is_err() {
         counters::increment(counter::DROP_TARGET_MAP_FULL);
     }
@@ -81,6 +85,14 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(flags) = TARGETS.get_ptr_mut(&tgid) {
+        // SAFETY: a live map value of this tgid; only its own exec updates it.
+        unsafe {
+            if *flags & TARGET_OBSERVE_AFTER_EXEC != 0 {
+                *flags = TARGET_OBSERVE | TARGET_FOLLOW_CHILDREN;
+            }
+        }
+    }
     if is_observed(tgid) {
         send_process_event(EVENT_PROCESS_EXEC, tgid);
     }

@@ -10,8 +10,12 @@ pub const MAX_TARGETS: u32 = 16384;
 
 /// Flag: observe this process.
 pub const TARGET_OBSERVE: u8 = 1;
-/// Flag: every child this process forks becomes an observed target (with this flag too).
+/// Flag: every child this process forks becomes a target (observed, and following its own
+/// children), or, if this process is not observed itself (loupe launching a command), a
+/// target from its exec on, so loupe's own code before the exec is never sampled.
 pub const TARGET_FOLLOW_CHILDREN: u8 = 2;
+/// Flag: becomes `TARGET_OBSERVE | TARGET_FOLLOW_CHILDREN` when the process execs.
+pub const TARGET_OBSERVE_AFTER_EXEC: u8 = 4;
 
 /// Global target settings, index 0 of the `TARGET_CONFIG` array.
 #[repr(C)]
