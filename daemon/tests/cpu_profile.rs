@@ -243,3 +243,22 @@ fn a_pid_that_exits_during_the_profile_still_gets_its_profile() {
     let stacks = read_folded(&out);
     assert!(count_where(&stacks, |s| s.has("hot_three")) > 100, "profile of the exited pid is missing its samples");
 }
+
+#[test]
+fn binaries_in_another_mount_namespace_are_symbolized() {
+    assert_root();
+    let _serial = serial();
+    let dir = temp_dir();
+    let out = dir.path().join("ns.folded");
+    // The binary lives on a tmpfs mounted only inside the child's mount namespace: loupe
+    // cannot open it by path, only through /proc/PID/map_files.
+    let script = format!(
+        "mount -t tmpfs tmpfs /mnt && cp {} /mnt/hidden_split && exec /mnt/hidden_split 1.5",
+        fixture("c/split").display()
+    );
+    loupe(&["profile", "-F", HZ, "-d", "30s", "-o", out.to_str().expect("utf-8"), "--", "unshare", "--mount", "--propagation", "private", "sh", "-c", &script]);
+    assert!(!Path::new("/mnt/hidden_split").exists(), "the tmpfs leaked into the host namespace");
+    let stacks = read_folded(&out);
+    let named = count_where(&stacks, |s| s.process() == "hidden_split" && s.caller_of("hot_three") == Some("main"));
+    assert!(named > 200, "hot_three <- main in only {named} samples of the namespaced binary");
+}
