@@ -8,7 +8,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LOUPE_BPF_OBJECT");
     let object = match std::env::var_os("LOUPE_BPF_OBJECT") {
         Some(path) => PathBuf::from(path),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bpf/bpfel-unknown-none/release/loupe-ebpf"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/bpf/bpfel-unknown-none/release/loupe-ebpf"),
     };
     if !object.is_file() {
         panic!(
@@ -17,7 +18,9 @@ fn main() {
             object.display()
         );
     }
-    let object = object.canonicalize().expect("canonical path of an existing file");
+    let object = object
+        .canonicalize()
+        .expect("canonical path of an existing file");
     println!("cargo:rerun-if-changed={}", object.display());
     println!("cargo:rustc-env=LOUPE_BPF_OBJECT={}", object.display());
 }

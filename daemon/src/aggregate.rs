@@ -60,7 +60,15 @@ impl Aggregator {
                 c
             }
         };
-        *self.counts.entry(StackKey { pid, tid, comm, frames }).or_default() += count;
+        *self
+            .counts
+            .entry(StackKey {
+                pid,
+                tid,
+                comm,
+                frames,
+            })
+            .or_default() += count;
     }
 
     pub fn total(&self) -> u64 {
@@ -68,8 +76,17 @@ impl Aggregator {
     }
 
     /// Symbolizes every distinct address once and builds the profile.
-    pub fn finish(self, modules: &ModuleCache, symbolizer: &Symbolizer, meta: ProfileMeta) -> Profile {
-        let names = name_frames(self.counts.keys().flat_map(|k| &k.frames), modules, symbolizer);
+    pub fn finish(
+        self,
+        modules: &ModuleCache,
+        symbolizer: &Symbolizer,
+        meta: ProfileMeta,
+    ) -> Profile {
+        let names = name_frames(
+            self.counts.keys().flat_map(|k| &k.frames),
+            modules,
+            symbolizer,
+        );
         let mut frames: Vec<Frame> = Vec::new();
         let mut frame_ids: HashMap<Frame, FrameId> = HashMap::new();
         let mut intern = |frame: &Frame| -> FrameId {
@@ -85,11 +102,28 @@ impl Aggregator {
             .counts
             .into_iter()
             .map(|(key, count)| {
-                let stack = key.frames.iter().flat_map(|raw| names.get(raw).map(Vec::as_slice).unwrap_or(&[])).map(&mut intern).collect();
-                Sample { pid: key.pid, tid: key.tid, comm: key.comm.to_string(), stack, count }
+                let stack = key
+                    .frames
+                    .iter()
+                    .flat_map(|raw| names.get(raw).map(Vec::as_slice).unwrap_or(&[]))
+                    .map(&mut intern)
+                    .collect();
+                Sample {
+                    pid: key.pid,
+                    tid: key.tid,
+                    comm: key.comm.to_string(),
+                    stack,
+                    count,
+                }
             })
             .collect();
-        samples.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)).then(a.tid.cmp(&b.tid)).then(a.stack.cmp(&b.stack)));
+        samples.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.pid.cmp(&b.pid))
+                .then(a.tid.cmp(&b.tid))
+                .then(a.stack.cmp(&b.stack))
+        });
         Profile {
             profile_type: meta.profile_type,
             target: meta.target,
@@ -104,7 +138,11 @@ impl Aggregator {
 }
 
 /// Names for each distinct raw frame, batched per source.
-fn name_frames<'a>(raw: impl Iterator<Item = &'a RawFrame>, modules: &ModuleCache, symbolizer: &Symbolizer) -> HashMap<RawFrame, Vec<Frame>> {
+fn name_frames<'a>(
+    raw: impl Iterator<Item = &'a RawFrame>,
+    modules: &ModuleCache,
+    symbolizer: &Symbolizer,
+) -> HashMap<RawFrame, Vec<Frame>> {
     let mut kernel: Vec<u64> = Vec::new();
     let mut by_module: HashMap<u32, Vec<u64>> = HashMap::new();
     let mut names: HashMap<RawFrame, Vec<Frame>> = HashMap::new();
@@ -114,9 +152,14 @@ fn name_frames<'a>(raw: impl Iterator<Item = &'a RawFrame>, modules: &ModuleCach
         }
         match frame {
             RawFrame::Kernel(addr) => kernel.push(*addr),
-            RawFrame::User(UserAddress::Module { module, svma }) => by_module.entry(*module).or_default().push(*svma),
+            RawFrame::User(UserAddress::Module { module, svma }) => {
+                by_module.entry(*module).or_default().push(*svma)
+            }
             RawFrame::User(UserAddress::Unnamed { label, offset }) => {
-                names.insert(frame.clone(), vec![symbolize::unknown(label, *offset, FrameKind::User)]);
+                names.insert(
+                    frame.clone(),
+                    vec![symbolize::unknown(label, *offset, FrameKind::User)],
+                );
                 continue;
             }
         }
@@ -128,9 +171,17 @@ fn name_frames<'a>(raw: impl Iterator<Item = &'a RawFrame>, modules: &ModuleCach
     }
     for (id, mut svmas) in by_module {
         svmas.sort_unstable();
-        let Some(module) = modules.get(id) else { continue };
+        let Some(module) = modules.get(id) else {
+            continue;
+        };
         for (svma, frames) in svmas.iter().zip(symbolizer.user(module, &svmas)) {
-            names.insert(RawFrame::User(UserAddress::Module { module: id, svma: *svma }), frames);
+            names.insert(
+                RawFrame::User(UserAddress::Module {
+                    module: id,
+                    svma: *svma,
+                }),
+                frames,
+            );
         }
     }
     names

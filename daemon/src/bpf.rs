@@ -20,9 +20,15 @@ pub enum BpfError {
     #[error("cannot read the format of tracepoint {0}: {1}")]
     TracepointFormat(String, String),
     #[error("{what}: {source}")]
-    Program { what: String, source: aya::programs::ProgramError },
+    Program {
+        what: String,
+        source: aya::programs::ProgramError,
+    },
     #[error("map {name} is missing or of the wrong type: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
 }
 
 /// Whether this process has what loading BPF programs needs.
@@ -55,7 +61,15 @@ pub fn ensure_tracefs() -> Result<PathBuf, BpfError> {
         return Ok(root.to_path_buf());
     }
     let (source, target, fstype) = (c"tracefs", c"/sys/kernel/tracing", c"tracefs");
-    let ret = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let ret = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if ret != 0 {
         return Err(BpfError::Tracefs(std::io::Error::last_os_error()));
     }
@@ -67,20 +81,29 @@ pub fn ensure_tracefs() -> Result<PathBuf, BpfError> {
 /// (layouts change between kernels; never assume one).
 pub fn tracepoint_field_offset(category: &str, name: &str, field: &str) -> Result<u32, BpfError> {
     let what = format!("{category}:{name}");
-    let path = Path::new(TRACEFS).join("events").join(category).join(name).join("format");
-    let text = std::fs::read_to_string(&path).map_err(|e| BpfError::TracepointFormat(what.clone(), e.to_string()))?;
-    parse_field_offset(&text, field).ok_or_else(|| BpfError::TracepointFormat(what, format!("no field `{field}`")))
+    let path = Path::new(TRACEFS)
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| BpfError::TracepointFormat(what.clone(), e.to_string()))?;
+    parse_field_offset(&text, field)
+        .ok_or_else(|| BpfError::TracepointFormat(what, format!("no field `{field}`")))
 }
 
 fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let decl = line.trim().strip_prefix("field:")?.split(';').next()?;
-        let name = decl.rsplit(|c: char| c.is_whitespace() || c == '*').next()?;
+        let name = decl
+            .rsplit(|c: char| c.is_whitespace() || c == '*')
+            .next()?;
         let name = name.split('[').next()?;
         if name != field {
             return None;
         }
-        line.split(';').find_map(|part| part.trim().strip_prefix("offset:")?.parse().ok())
+        line.split(';')
+            .find_map(|part| part.trim().strip_prefix("offset:")?.parse().ok())
     })
 }
 

@@ -1,7 +1,7 @@
 //! `loupe check`: the kernel features loupe uses, and what each missing one disables.
 //! Exit status 0 iff CPU profiling can run.
 
-use std::{io::Write, path::Path, process::ExitCode};
+use std::{path::Path, process::ExitCode};
 
 use aya::programs::{PerfEvent, TracePoint};
 
@@ -23,9 +23,21 @@ const CPU: &str = "CPU profiling (loupe profile)";
 
 /// Tracepoints loupe attaches to, with what uses them.
 const TRACEPOINTS: [(&str, &str, &str); 3] = [
-    ("sched", "sched_process_fork", "following a launched command's children"),
-    ("sched", "sched_process_exec", "reloading a process's mappings after exec"),
-    ("sched", "sched_process_exit", "noticing that a profiled process exited"),
+    (
+        "sched",
+        "sched_process_fork",
+        "following a launched command's children",
+    ),
+    (
+        "sched",
+        "sched_process_exec",
+        "reloading a process's mappings after exec",
+    ),
+    (
+        "sched",
+        "sched_process_exit",
+        "noticing that a profiled process exited",
+    ),
 ];
 
 pub fn run(json: bool) -> anyhow::Result<ExitCode> {
@@ -37,16 +49,33 @@ pub fn run(json: bool) -> anyhow::Result<ExitCode> {
         text = serde_json::to_string_pretty(&report)? + "\n";
     } else {
         for c in &checks {
-            let mark = if c.ok { "ok  " } else if c.required_for_cpu { "FAIL" } else { "no  " };
+            let mark = if c.ok {
+                "ok  "
+            } else if c.required_for_cpu {
+                "FAIL"
+            } else {
+                "no  "
+            };
             text += &format!("{mark} {:<34} {}\n", c.name, c.detail);
             if !c.ok && !c.disables.is_empty() {
                 text += &format!("     {:<34} disables: {}\n", "", c.disables);
             }
         }
-        text += &format!("\nCPU profiling: {}\n", if cpu_ok { "available" } else { "NOT available (see FAIL above)" });
+        text += &format!(
+            "\nCPU profiling: {}\n",
+            if cpu_ok {
+                "available"
+            } else {
+                "NOT available (see FAIL above)"
+            }
+        );
     }
     crate::cli::write_stdout(|out| out.write_all(text.as_bytes()))?;
-    Ok(if cpu_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if cpu_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub fn collect() -> Vec<Check> {
@@ -54,7 +83,12 @@ pub fn collect() -> Vec<Check> {
     let tracefs_ok = checks.last().is_some_and(|c| c.ok);
     checks.push(bpf_programs(checks[0].ok && tracefs_ok));
     checks.push(perf_cpu_clock());
-    checks.push(pmu("uprobes", "uprobe", "Go runtime and TLS probes (later capabilities)", false));
+    checks.push(pmu(
+        "uprobes",
+        "uprobe",
+        "Go runtime and TLS probes (later capabilities)",
+        false,
+    ));
     for (category, name, used_for) in TRACEPOINTS {
         checks.push(tracepoint(category, name, used_for, tracefs_ok));
     }
@@ -82,7 +116,10 @@ fn privileges() -> Check {
 
 fn effective_capabilities() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
     u64::from_str_radix(hex, 16).ok()
 }
 
@@ -91,7 +128,11 @@ fn btf() -> Check {
     Check {
         name: "kernel BTF",
         ok,
-        detail: if ok { "/sys/kernel/btf/vmlinux".into() } else { "no /sys/kernel/btf/vmlinux (kernel built without CONFIG_DEBUG_INFO_BTF)".into() },
+        detail: if ok {
+            "/sys/kernel/btf/vmlinux".into()
+        } else {
+            "no /sys/kernel/btf/vmlinux (kernel built without CONFIG_DEBUG_INFO_BTF)".into()
+        },
         disables: "BTF tracepoints used by scheduling and lock profiles (later capabilities)",
         required_for_cpu: false,
     }
@@ -99,7 +140,11 @@ fn btf() -> Check {
 
 fn tracefs() -> Check {
     let was_mounted = Path::new(bpf::TRACEFS).join("events").is_dir();
-    let result = if bpf::is_privileged() || was_mounted { bpf::ensure_tracefs().map(|_| ()) } else { Err(bpf::BpfError::NotPrivileged) };
+    let result = if bpf::is_privileged() || was_mounted {
+        bpf::ensure_tracefs().map(|_| ())
+    } else {
+        Err(bpf::BpfError::NotPrivileged)
+    };
     Check {
         name: "tracefs",
         ok: result.is_ok(),
@@ -118,21 +163,47 @@ fn tracefs() -> Check {
 fn bpf_programs(can_try: bool) -> Check {
     let name = "BPF syscall + loupe's programs";
     if !can_try {
-        return Check { name, ok: false, detail: "not tried (needs root and tracefs)".into(), disables: CPU, required_for_cpu: true };
+        return Check {
+            name,
+            ok: false,
+            detail: "not tried (needs root and tracefs)".into(),
+            disables: CPU,
+            required_for_cpu: true,
+        };
     }
     let result = (|| -> Result<usize, String> {
         let mut ebpf = bpf::load().map_err(|e| e.to_string())?;
-        let perf: &mut PerfEvent = ebpf.program_mut("cpu_sample").ok_or("no cpu_sample program")?.try_into().map_err(|e| format!("{e}"))?;
+        let perf: &mut PerfEvent = ebpf
+            .program_mut("cpu_sample")
+            .ok_or("no cpu_sample program")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
         perf.load().map_err(|e| format!("cpu_sample: {e}"))?;
         for (_, name, _) in TRACEPOINTS {
-            let tp: &mut TracePoint = ebpf.program_mut(name).ok_or("missing tracepoint program")?.try_into().map_err(|e| format!("{e}"))?;
+            let tp: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or("missing tracepoint program")?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
             tp.load().map_err(|e| format!("{name}: {e}"))?;
         }
         Ok(1 + TRACEPOINTS.len())
     })();
     match result {
-        Ok(n) => Check { name, ok: true, detail: format!("{n} programs verified and loaded"), disables: CPU, required_for_cpu: true },
-        Err(e) => Check { name, ok: false, detail: e, disables: CPU, required_for_cpu: true },
+        Ok(n) => Check {
+            name,
+            ok: true,
+            detail: format!("{n} programs verified and loaded"),
+            disables: CPU,
+            required_for_cpu: true,
+        },
+        Err(e) => Check {
+            name,
+            ok: false,
+            detail: e,
+            disables: CPU,
+            required_for_cpu: true,
+        },
     }
 }
 
@@ -145,7 +216,16 @@ fn perf_cpu_clock() -> Check {
     let mut attr = [0u8; 128];
     attr[0..4].copy_from_slice(&1u32.to_ne_bytes());
     attr[4..8].copy_from_slice(&128u32.to_ne_bytes());
-    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), -1i32, 0i32, -1i32, PERF_FLAG_FD_CLOEXEC) };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            -1i32,
+            0i32,
+            -1i32,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
     let ok = fd >= 0;
     let detail = if ok {
         unsafe { libc::close(fd as i32) };
@@ -154,7 +234,13 @@ fn perf_cpu_clock() -> Check {
         let e = std::io::Error::last_os_error();
         format!("perf_event_open(cpu-clock) failed: {e} (needs CAP_PERFMON; kernel.perf_event_paranoid)")
     };
-    Check { name: "perf events (cpu-clock)", ok, detail, disables: CPU, required_for_cpu: true }
+    Check {
+        name: "perf events (cpu-clock)",
+        ok,
+        detail,
+        disables: CPU,
+        required_for_cpu: true,
+    }
 }
 
 fn pmu(name: &'static str, pmu: &str, disables: &'static str, required_for_cpu: bool) -> Check {
@@ -163,14 +249,26 @@ fn pmu(name: &'static str, pmu: &str, disables: &'static str, required_for_cpu: 
     Check {
         name,
         ok,
-        detail: if ok { format!("{path} present") } else { format!("no {path} (kernel built without it)") },
+        detail: if ok {
+            format!("{path} present")
+        } else {
+            format!("no {path} (kernel built without it)")
+        },
         disables,
         required_for_cpu,
     }
 }
 
-fn tracepoint(category: &str, name: &'static str, used_for: &'static str, tracefs_ok: bool) -> Check {
-    let path = Path::new(bpf::TRACEFS).join("events").join(category).join(name);
+fn tracepoint(
+    category: &str,
+    name: &'static str,
+    used_for: &'static str,
+    tracefs_ok: bool,
+) -> Check {
+    let path = Path::new(bpf::TRACEFS)
+        .join("events")
+        .join(category)
+        .join(name);
     let ok = tracefs_ok && path.is_dir();
     Check {
         name,
@@ -192,7 +290,11 @@ fn kprobes() -> Check {
     Check {
         name: "kprobes (not required)",
         ok: true,
-        detail: if present { "present; loupe uses none".into() } else { "absent (CONFIG_KPROBES off); loupe needs none".into() },
+        detail: if present {
+            "present; loupe uses none".into()
+        } else {
+            "absent (CONFIG_KPROBES off); loupe needs none".into()
+        },
         disables: "",
         required_for_cpu: false,
     }

@@ -84,14 +84,24 @@ pub struct Module {
 }
 
 impl Module {
-    fn parse(id: ModuleId, path: PathBuf, file: Option<File>, backing: Backing) -> Result<Module, ModuleError> {
+    fn parse(
+        id: ModuleId,
+        path: PathBuf,
+        file: Option<File>,
+        backing: Backing,
+    ) -> Result<Module, ModuleError> {
         let backing = Arc::new(backing);
-        let elf = object::File::parse(&**backing).map_err(|e| ModuleError::NotElf(path.clone(), e.to_string()))?;
+        let elf = object::File::parse(&**backing)
+            .map_err(|e| ModuleError::NotElf(path.clone(), e.to_string()))?;
         let segments = elf
             .segments()
             .map(|s| {
                 let (file_offset, file_size) = s.file_range();
-                LoadSegment { file_offset, vaddr: s.address(), file_size }
+                LoadSegment {
+                    file_offset,
+                    vaddr: s.address(),
+                    file_size,
+                }
             })
             .collect();
         let section = |name: &str| {
@@ -102,8 +112,12 @@ impl Module {
                 file: usize::try_from(offset).ok()?..usize::try_from(offset + size).ok()?,
             })
         };
-        let (text, eh_frame, eh_frame_hdr, got) =
-            (section(".text"), section(".eh_frame"), section(".eh_frame_hdr"), section(".got"));
+        let (text, eh_frame, eh_frame_hdr, got) = (
+            section(".text"),
+            section(".eh_frame"),
+            section(".eh_frame_hdr"),
+            section(".got"),
+        );
         let go = match GoTable::from_elf(&backing) {
             Ok(go) => go,
             Err(e) => {
@@ -114,9 +128,25 @@ impl Module {
         };
         let name = path
             .file_name()
-            .map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string())
+            .map(|n| {
+                n.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string()
+            })
             .unwrap_or_else(|| path.display().to_string());
-        Ok(Module { id, name, path, file, backing, segments, text, eh_frame, eh_frame_hdr, got, go })
+        Ok(Module {
+            id,
+            name,
+            path,
+            file,
+            backing,
+            segments,
+            text,
+            eh_frame,
+            eh_frame_hdr,
+            got,
+            go,
+        })
     }
 
     /// The module's stated address of a file offset, if a loaded segment covers it.
@@ -141,17 +171,20 @@ impl Module {
         }
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &self.backing
-    }
-
     fn slice(&self, section: &Option<SectionRef>) -> Option<SectionBytes> {
         let s = section.as_ref()?;
-        (s.file.end <= self.backing.len()).then(|| SectionBytes { backing: self.backing.clone(), range: s.file.clone() })
+        (s.file.end <= self.backing.len()).then(|| SectionBytes {
+            backing: self.backing.clone(),
+            range: s.file.clone(),
+        })
     }
 
     /// This module as framehop needs it to unwind native code mapped at `avma_range`.
-    pub fn unwind_module(&self, avma_range: Range<u64>, base_avma: u64) -> framehop::Module<SectionBytes> {
+    pub fn unwind_module(
+        &self,
+        avma_range: Range<u64>,
+        base_avma: u64,
+    ) -> framehop::Module<SectionBytes> {
         let info = framehop::ExplicitModuleSectionInfo {
             base_svma: 0,
             text_svma: self.text.as_ref().map(|s| s.svma.clone()),
@@ -205,7 +238,10 @@ impl ModuleCache {
         let key = if mapping.is_vdso() {
             ModuleKey::Vdso
         } else if mapping.is_file() {
-            ModuleKey::File { dev: mapping.dev, inode: mapping.inode }
+            ModuleKey::File {
+                dev: mapping.dev,
+                inode: mapping.inode,
+            }
         } else {
             return None;
         };
@@ -214,8 +250,10 @@ impl ModuleCache {
         }
         let id = self.modules.len() as ModuleId;
         let opened = match key {
-            ModuleKey::Vdso => open_own_vdso().and_then(|(file, bytes)| Module::parse(id, "[vdso]".into(), Some(file), bytes)),
-            ModuleKey::File { .. } => open_mapped_file(pid, mapping).and_then(|(path, file, backing)| Module::parse(id, path, Some(file), backing)),
+            ModuleKey::Vdso => open_own_vdso()
+                .and_then(|(file, bytes)| Module::parse(id, "[vdso]".into(), Some(file), bytes)),
+            ModuleKey::File { .. } => open_mapped_file(pid, mapping)
+                .and_then(|(path, file, backing)| Module::parse(id, path, Some(file), backing)),
         };
         match opened {
             Ok(module) => {
@@ -237,14 +275,19 @@ impl ModuleCache {
 /// deleted files), falling back to the path under `/proc/PID/root`.
 fn open_mapped_file(pid: u32, mapping: &Mapping) -> Result<(PathBuf, File, Backing), ModuleError> {
     let path = mapping.path.clone().unwrap_or_default();
-    let via_map_files = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end));
-    let via_root = Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(&path));
+    let via_map_files = PathBuf::from(format!(
+        "/proc/{pid}/map_files/{:x}-{:x}",
+        mapping.start, mapping.end
+    ));
+    let via_root =
+        Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(&path));
     let file = File::open(&via_map_files)
         .or_else(|_| File::open(&via_root))
         .map_err(|e| ModuleError::Open(path.clone(), e))?;
     // SAFETY: read-only private mapping; a file truncated under us can fault, which is why
     // loupe only maps files that are mapped executable by a running process.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModuleError::Open(path.clone(), e))?;
+    let mmap =
+        unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModuleError::Open(path.clone(), e))?;
     Ok((path, file, Backing::Mapped(mmap)))
 }
 
@@ -252,17 +295,25 @@ fn open_mapped_file(pid: u32, mapping: &Mapping) -> Result<(PathBuf, File, Backi
 /// a memory file so symbolization can open it by path.
 fn open_own_vdso() -> Result<(File, Backing), ModuleError> {
     let err = |e: &str| ModuleError::Open("[vdso]".into(), std::io::Error::other(e.to_string()));
-    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| ModuleError::Open("/proc/self/maps".into(), e))?;
-    let vdso = crate::process::maps::parse(&maps).into_iter().find(Mapping::is_vdso).ok_or_else(|| err("no vDSO mapped"))?;
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map_err(|e| ModuleError::Open("/proc/self/maps".into(), e))?;
+    let vdso = crate::process::maps::parse(&maps)
+        .into_iter()
+        .find(Mapping::is_vdso)
+        .ok_or_else(|| err("no vDSO mapped"))?;
     let len = usize::try_from(vdso.end - vdso.start).map_err(|_| err("vDSO too large"))?;
     // SAFETY: the vDSO mapping of our own process is readable for its whole length.
     let bytes = unsafe { std::slice::from_raw_parts(vdso.start as *const u8, len) }.to_vec();
     let fd = unsafe { libc::memfd_create(c"loupe-vdso".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
-        return Err(ModuleError::Open("[vdso]".into(), std::io::Error::last_os_error()));
+        return Err(ModuleError::Open(
+            "[vdso]".into(),
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: a fresh descriptor we own.
     let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    std::io::Write::write_all(&mut file, &bytes).map_err(|e| ModuleError::Open("[vdso]".into(), e))?;
+    std::io::Write::write_all(&mut file, &bytes)
+        .map_err(|e| ModuleError::Open("[vdso]".into(), e))?;
     Ok((file, Backing::Copied(bytes)))
 }

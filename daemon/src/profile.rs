@@ -76,8 +76,4 @@ impl Profile {
     pub fn total_samples(&self) -> u64 {
         self.samples.iter().map(|s| s.count).sum()
     }
-
-    pub fn frame(&self, id: FrameId) -> &Frame {
-        &self.frames[id as usize]
-    }
 }

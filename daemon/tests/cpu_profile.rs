@@ -14,9 +14,23 @@ const TOLERANCE_POINTS: f64 = 5.0;
 
 /// Profiles `binary ARGS` launched by loupe into a folded file; returns stacks and the
 /// fixture's ground truth.
-fn profile_command(binary: &Path, args: &[&str], dir: &Path, name: &str) -> (Vec<FoldedStack>, serde_json::Value) {
+fn profile_command(
+    binary: &Path,
+    args: &[&str],
+    dir: &Path,
+    name: &str,
+) -> (Vec<FoldedStack>, serde_json::Value) {
     let out = dir.join(format!("{name}.folded"));
-    let mut argv = vec!["profile", "-F", HZ, "-d", "30s", "-o", out.to_str().expect("utf-8 path"), "--"];
+    let mut argv = vec![
+        "profile",
+        "-F",
+        HZ,
+        "-d",
+        "30s",
+        "-o",
+        out.to_str().expect("utf-8 path"),
+        "--",
+    ];
     let binary = binary.to_str().expect("utf-8 path");
     argv.push(binary);
     argv.extend_from_slice(args);
@@ -28,7 +42,10 @@ fn profile_command(binary: &Path, args: &[&str], dir: &Path, name: &str) -> (Vec
 fn assert_split(stacks: &[FoldedStack], a: &str, b: &str, truth_a: f64, truth_b: f64, what: &str) {
     let in_a = count_where(stacks, |s| s.has(a)) as f64;
     let in_b = count_where(stacks, |s| s.has(b)) as f64;
-    assert!(in_a + in_b >= 300.0, "{what}: too few samples in {a}/{b}: {in_a}+{in_b}");
+    assert!(
+        in_a + in_b >= 300.0,
+        "{what}: too few samples in {a}/{b}: {in_a}+{in_b}"
+    );
     let measured = 100.0 * in_a / (in_a + in_b);
     let expected = 100.0 * truth_a / (truth_a + truth_b);
     assert!(
@@ -69,20 +86,35 @@ fn stripped_go_splits_match_for_every_go_version() {
 
         // Every frame of the stripped binary is named (pclntab), none shown as module+offset.
         // (Samples inside execve itself still show the replaced image's addresses.)
-        let split_stacks: Vec<_> = stacks.iter().filter(|s| s.process() == "split" && !s.has("__x64_sys_execve_[k]")).collect();
-        let unnamed: Vec<_> = split_stacks.iter().flat_map(|s| &s.frames).filter(|f| f.contains("+0x")).collect();
+        let split_stacks: Vec<_> = stacks
+            .iter()
+            .filter(|s| s.process() == "split" && !s.has("__x64_sys_execve_[k]"))
+            .collect();
+        let unnamed: Vec<_> = split_stacks
+            .iter()
+            .flat_map(|s| &s.frames)
+            .filter(|f| f.contains("+0x"))
+            .collect();
         assert!(unnamed.is_empty(), "{what}: unnamed frames: {unnamed:?}");
 
         // The frameless leaf: its caller (spinA or spinB) is in every stack, as DWARF
         // unwinding shows it; frame pointers alone would give main.cpu -> main.spin.
         let in_spin = count_where(&stacks, |s| s.has("main.spin"));
-        let with_caller = count_where(&stacks, |s| matches!(s.caller_of("main.spin"), Some("main.spinA" | "main.spinB")));
+        let with_caller = count_where(&stacks, |s| {
+            matches!(s.caller_of("main.spin"), Some("main.spinA" | "main.spinB"))
+        });
         assert!(in_spin > 100, "{what}: only {in_spin} samples in main.spin");
-        assert_eq!(with_caller, in_spin, "{what}: main.spin without its caller in some stacks");
+        assert_eq!(
+            with_caller, in_spin,
+            "{what}: main.spin without its caller in some stacks"
+        );
 
         // The inlined helper shows as its own frame under spinB.
         let inlined = count_where(&stacks, |s| s.caller_of("main.mix") == Some("main.spinB"));
-        assert!(inlined > 0, "{what}: no inline frame main.mix under main.spinB");
+        assert!(
+            inlined > 0,
+            "{what}: no inline frame main.mix under main.spinB"
+        );
 
         // The pprof file reads back with Go's own tool.
         pprof_reads_back(&go, &binary, dir.path(), &version);
@@ -93,20 +125,46 @@ fn stripped_go_splits_match_for_every_go_version() {
 /// sample types and functions we expect.
 fn pprof_reads_back(go: &Path, binary: &Path, dir: &Path, version: &str) {
     let out = dir.join(format!("go{version}.pb.gz"));
-    loupe(&["profile", "-F", HZ, "-d", "30s", "-o", out.to_str().expect("utf-8"), "--", binary.to_str().expect("utf-8"), "1"]);
+    loupe(&[
+        "profile",
+        "-F",
+        HZ,
+        "-d",
+        "30s",
+        "-o",
+        out.to_str().expect("utf-8"),
+        "--",
+        binary.to_str().expect("utf-8"),
+        "1",
+    ]);
     let pprof = go_command(go)
         .args(["tool", "pprof", "-top", "-sample_index=cpu"])
         .arg(&out)
         .output()
         .expect("run go tool pprof");
     let text = String::from_utf8_lossy(&pprof.stdout);
-    assert!(pprof.status.success(), "go tool pprof ({version}) failed: {}", String::from_utf8_lossy(&pprof.stderr));
+    assert!(
+        pprof.status.success(),
+        "go tool pprof ({version}) failed: {}",
+        String::from_utf8_lossy(&pprof.stderr)
+    );
     for expected in ["main.spinA", "main.spinB", "main.spin"] {
-        assert!(text.contains(expected), "go tool pprof -top ({version}) lacks {expected}:\n{text}");
+        assert!(
+            text.contains(expected),
+            "go tool pprof -top ({version}) lacks {expected}:\n{text}"
+        );
     }
-    let raw = go_command(go).args(["tool", "pprof", "-raw"]).arg(&out).output().expect("pprof -raw");
+    let raw = go_command(go)
+        .args(["tool", "pprof", "-raw"])
+        .arg(&out)
+        .output()
+        .expect("pprof -raw");
     let raw = String::from_utf8_lossy(&raw.stdout);
-    assert!(raw.contains("samples/count cpu/nanoseconds"), "sample types in pprof -raw:\n{}", &raw[..raw.len().min(500)]);
+    assert!(
+        raw.contains("samples/count cpu/nanoseconds"),
+        "sample types in pprof -raw:\n{}",
+        &raw[..raw.len().min(500)]
+    );
 }
 
 #[test]
@@ -116,30 +174,55 @@ fn callers_of_glibc_and_kernel_frames_appear_as_perf_dwarf_shows_them() {
     let dir = temp_dir();
     let binary = fixture("c/libc_caller");
     let (stacks, _) = profile_command(&binary, &["3"], dir.path(), "libc");
-    let ours: Vec<_> = stacks.into_iter().filter(|s| s.process() == "libc_caller").collect();
+    let ours: Vec<_> = stacks
+        .into_iter()
+        .filter(|s| s.process() == "libc_caller")
+        .collect();
     let total = count_where(&ours, |_| true);
     assert!(total > 200, "only {total} samples of libc_caller");
 
     // Samples in glibc or the kernel below the loop: the caller must be in the stack.
-    let in_libc_or_kernel = |s: &FoldedStack| s.frames.iter().any(|f| f.ends_with("_[k]") || is_libc_syscall_wrapper(f));
+    let in_libc_or_kernel = |s: &FoldedStack| {
+        s.frames
+            .iter()
+            .any(|f| f.ends_with("_[k]") || is_libc_syscall_wrapper(f))
+    };
     let below_loop = count_where(&ours, |s| in_libc_or_kernel(s) && !is_startup(s));
-    let with_caller = count_where(&ours, |s| in_libc_or_kernel(s) && !is_startup(s) && s.has("call_libc"));
-    assert!(below_loop > 200, "only {below_loop} samples in glibc/kernel");
+    let with_caller = count_where(&ours, |s| {
+        in_libc_or_kernel(s) && !is_startup(s) && s.has("call_libc")
+    });
+    assert!(
+        below_loop > 200,
+        "only {below_loop} samples in glibc/kernel"
+    );
     let ours_pct = 100.0 * with_caller as f64 / below_loop as f64;
 
     // Ground truth: perf's own DWARF unwinding of the same program.
     let perf_pct = perf_dwarf_share_with_caller(&binary, dir.path());
     assert!(ours_pct >= perf_pct - 2.0, "call_libc in {ours_pct:.1}% of glibc/kernel stacks; perf --call-graph dwarf finds it in {perf_pct:.1}%");
-    assert!(ours_pct >= 97.0, "call_libc in only {ours_pct:.1}% of glibc/kernel stacks");
+    assert!(
+        ours_pct >= 97.0,
+        "call_libc in only {ours_pct:.1}% of glibc/kernel stacks"
+    );
 
     // Kernel frames: a syscall-heavy program spends much of its time there.
     let with_kernel = count_where(&ours, |s| s.frames.iter().any(|f| f.ends_with("_[k]")));
-    assert!(with_kernel * 5 >= total, "kernel frames in only {with_kernel} of {total} samples");
-    assert!(ours.iter().any(|s| s.frames.iter().any(|f| f.starts_with("entry_SYSCALL_64"))), "no syscall entry frame");
+    assert!(
+        with_kernel * 5 >= total,
+        "kernel frames in only {with_kernel} of {total} samples"
+    );
+    assert!(
+        ours.iter()
+            .any(|s| s.frames.iter().any(|f| f.starts_with("entry_SYSCALL_64"))),
+        "no syscall entry frame"
+    );
 }
 
 fn is_libc_syscall_wrapper(frame: &str) -> bool {
-    ["getppid", "nanosleep", "clock_nanosleep"].iter().any(|name| frame.contains(name)) && !frame.ends_with("_[k]")
+    ["getppid", "nanosleep", "clock_nanosleep"]
+        .iter()
+        .any(|name| frame.contains(name))
+        && !frame.ends_with("_[k]")
 }
 
 /// Samples of process start-up and exit (the dynamic loader, exit handlers) are not the loop.
@@ -159,23 +242,41 @@ fn perf_dwarf_share_with_caller(binary: &Path, dir: &Path) -> f64 {
         .arg("2")
         .output()
         .expect("run perf record (package linux-perf)");
-    assert!(record.status.success(), "perf record failed: {}", String::from_utf8_lossy(&record.stderr));
-    let script = Command::new("perf").args(["script", "-F", "comm,ip,sym", "-i"]).arg(&data).output().expect("perf script");
+    assert!(
+        record.status.success(),
+        "perf record failed: {}",
+        String::from_utf8_lossy(&record.stderr)
+    );
+    let script = Command::new("perf")
+        .args(["script", "-F", "comm,ip,sym", "-i"])
+        .arg(&data)
+        .output()
+        .expect("perf script");
     let text = String::from_utf8_lossy(&script.stdout);
     let (mut relevant, mut with_caller) = (0u64, 0u64);
     for sample in text.split("\n\n") {
-        let frames: Vec<&str> = sample.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
+        let frames: Vec<&str> = sample
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .collect();
         let in_libc_or_kernel = sample.lines().skip(1).any(|l| {
             let sym = l.split_whitespace().nth(1).unwrap_or("");
             is_libc_syscall_wrapper(sym) || l.contains("[kernel.kallsyms]")
         });
-        if !sample.trim_start().starts_with("libc_caller") || !in_libc_or_kernel || !frames.contains(&"main") {
+        if !sample.trim_start().starts_with("libc_caller")
+            || !in_libc_or_kernel
+            || !frames.contains(&"main")
+        {
             continue;
         }
         relevant += 1;
         with_caller += u64::from(frames.contains(&"call_libc"));
     }
-    assert!(relevant > 100, "perf recorded only {relevant} relevant samples");
+    assert!(
+        relevant > 100,
+        "perf recorded only {relevant} relevant samples"
+    );
     100.0 * with_caller as f64 / relevant as f64
 }
 
@@ -185,12 +286,24 @@ fn whole_host_profiles_name_frames_of_short_lived_processes() {
     let _serial = serial();
     let dir = temp_dir();
     let out = dir.path().join("all.folded");
-    let loupe = spawn_loupe(&["profile", "--all", "-F", HZ, "-d", "120s", "-o", out.to_str().expect("utf-8")]);
+    let loupe = spawn_loupe(&[
+        "profile",
+        "--all",
+        "-F",
+        HZ,
+        "-d",
+        "120s",
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
     // Twenty processes of ~40 ms each, every one exited long before the profile ends
     // (with Ctrl-C once the last one is gone, however long a loaded machine took).
     let short_lived = fixture("c/short_lived");
     for _ in 0..20 {
-        let status = Command::new(&short_lived).stdout(std::process::Stdio::null()).status().expect("run short_lived");
+        let status = Command::new(&short_lived)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run short_lived");
         assert!(status.success());
     }
     std::thread::sleep(SETTLE);
@@ -198,15 +311,42 @@ fn whole_host_profiles_name_frames_of_short_lived_processes() {
     wait_success(loupe, "--all");
     let stacks = read_folded(&out);
     // Samples inside execve still carry the replaced image's addresses; all others count.
-    let ours: Vec<_> = stacks.into_iter().filter(|s| s.process() == "short_lived" && !s.has("__x64_sys_execve_[k]")).collect();
+    let ours: Vec<_> = stacks
+        .into_iter()
+        .filter(|s| s.process() == "short_lived" && !s.has("__x64_sys_execve_[k]"))
+        .collect();
     let in_spin = count_where(&ours, |s| s.caller_of("short_lived_spin") == Some("main"));
     // 20 processes x 40 ms x 499 Hz = 399 samples expected in short_lived_spin.
-    assert!(in_spin >= 200, "only {in_spin} samples of short_lived_spin <- main");
-    let unknown: Vec<_> = ours.iter().filter(|s| s.frames.iter().any(|f| f.starts_with("[unknown]"))).collect();
-    assert!(unknown.is_empty(), "stacks of exited processes with unmapped frames: {unknown:?}");
+    assert!(
+        in_spin >= 200,
+        "only {in_spin} samples of short_lived_spin <- main"
+    );
+    let unknown: Vec<_> = ours
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f.starts_with("[unknown]")))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "stacks of exited processes with unmapped frames: {unknown:?}"
+    );
     let in_main = count_where(&ours, |s| s.has("main"));
-    let full_chain = count_where(&ours, |s| s.has("main") && s.frames.get(1..5) == Some(&["_start", "__libc_start_main_impl", "__libc_start_call_main", "main"].map(String::from)[..]));
-    assert_eq!(full_chain, in_main, "samples under main without the full named chain from _start");
+    let full_chain = count_where(&ours, |s| {
+        s.has("main")
+            && s.frames.get(1..5)
+                == Some(
+                    &[
+                        "_start",
+                        "__libc_start_main_impl",
+                        "__libc_start_call_main",
+                        "main",
+                    ]
+                    .map(String::from)[..],
+                )
+    });
+    assert_eq!(
+        full_chain, in_main,
+        "samples under main without the full named chain from _start"
+    );
 }
 
 #[test]
@@ -216,16 +356,50 @@ fn a_launched_command_is_traced_with_its_descendants() {
     let dir = temp_dir();
     let out = dir.path().join("tree.folded");
     let (split, short) = (fixture("c/split"), fixture("c/short_lived"));
-    let script = format!("{} 1.5 >/dev/null & {}; {}; wait", split.display(), short.display(), short.display());
-    loupe(&["profile", "-F", HZ, "-d", "30s", "-o", out.to_str().expect("utf-8"), "--", "sh", "-c", &script]);
+    let script = format!(
+        "{} 1.5 >/dev/null & {}; {}; wait",
+        split.display(),
+        short.display(),
+        short.display()
+    );
+    loupe(&[
+        "profile",
+        "-F",
+        HZ,
+        "-d",
+        "30s",
+        "-o",
+        out.to_str().expect("utf-8"),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
     let stacks = read_folded(&out);
-    let split_samples = count_where(&stacks, |s| s.process() == "split" && (s.has("hot_three") || s.has("cold_one")));
-    let short_samples = count_where(&stacks, |s| s.process() == "short_lived" && s.has("short_lived_spin"));
-    assert!(split_samples > 300, "the backgrounded child was not traced: {split_samples} samples");
-    assert!(short_samples > 10, "the foreground children were not traced: {short_samples} samples");
+    let split_samples = count_where(&stacks, |s| {
+        s.process() == "split" && (s.has("hot_three") || s.has("cold_one"))
+    });
+    let short_samples = count_where(&stacks, |s| {
+        s.process() == "short_lived" && s.has("short_lived_spin")
+    });
+    assert!(
+        split_samples > 300,
+        "the backgrounded child was not traced: {split_samples} samples"
+    );
+    assert!(
+        short_samples > 10,
+        "the foreground children were not traced: {short_samples} samples"
+    );
     // Nothing else on the host is in the profile.
-    let others: Vec<_> = stacks.iter().map(FoldedStack::process).filter(|p| !["sh", "split", "short_lived"].contains(p)).collect();
-    assert!(others.is_empty(), "processes outside the command's tree: {others:?}");
+    let others: Vec<_> = stacks
+        .iter()
+        .map(FoldedStack::process)
+        .filter(|p| !["sh", "split", "short_lived"].contains(p))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "processes outside the command's tree: {others:?}"
+    );
 }
 
 #[test]
@@ -234,14 +408,34 @@ fn a_pid_that_exits_during_the_profile_still_gets_its_profile() {
     let _serial = serial();
     let dir = temp_dir();
     let out = dir.path().join("pid.folded");
-    let mut target = Command::new(fixture("c/split")).arg("1.5").stdout(std::process::Stdio::null()).spawn().expect("start split");
+    let mut target = Command::new(fixture("c/split"))
+        .arg("1.5")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start split");
     let pid = target.id().to_string();
-    let output = loupe(&["profile", "-p", &pid, "-F", HZ, "-d", "20s", "-o", out.to_str().expect("utf-8")]);
+    let output = loupe(&[
+        "profile",
+        "-p",
+        &pid,
+        "-F",
+        HZ,
+        "-d",
+        "20s",
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
     let _ = target.wait();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("exited during the profile"), "no note about the exit: {stderr}");
+    assert!(
+        stderr.contains("exited during the profile"),
+        "no note about the exit: {stderr}"
+    );
     let stacks = read_folded(&out);
-    assert!(count_where(&stacks, |s| s.has("hot_three")) > 100, "profile of the exited pid is missing its samples");
+    assert!(
+        count_where(&stacks, |s| s.has("hot_three")) > 100,
+        "profile of the exited pid is missing its samples"
+    );
 }
 
 #[test]
@@ -256,9 +450,33 @@ fn binaries_in_another_mount_namespace_are_symbolized() {
         "mount -t tmpfs tmpfs /mnt && cp {} /mnt/hidden_split && exec /mnt/hidden_split 1.5",
         fixture("c/split").display()
     );
-    loupe(&["profile", "-F", HZ, "-d", "30s", "-o", out.to_str().expect("utf-8"), "--", "unshare", "--mount", "--propagation", "private", "sh", "-c", &script]);
-    assert!(!Path::new("/mnt/hidden_split").exists(), "the tmpfs leaked into the host namespace");
+    loupe(&[
+        "profile",
+        "-F",
+        HZ,
+        "-d",
+        "30s",
+        "-o",
+        out.to_str().expect("utf-8"),
+        "--",
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(
+        !Path::new("/mnt/hidden_split").exists(),
+        "the tmpfs leaked into the host namespace"
+    );
     let stacks = read_folded(&out);
-    let named = count_where(&stacks, |s| s.process() == "hidden_split" && s.caller_of("hot_three") == Some("main"));
-    assert!(named > 200, "hot_three <- main in only {named} samples of the namespaced binary");
+    let named = count_where(&stacks, |s| {
+        s.process() == "hidden_split" && s.caller_of("hot_three") == Some("main")
+    });
+    assert!(
+        named > 200,
+        "hot_three <- main in only {named} samples of the namespaced binary"
+    );
 }

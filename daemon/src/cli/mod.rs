@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::{collectors::cpu::UnwindMode, render::Format};
 
 #[derive(Parser, Debug)]
-#[command(name = "loupe", version, about = "eBPF observability and profiling: on-CPU flame graphs and pprof profiles")]
+#[command(
+    name = "loupe",
+    version,
+    about = "eBPF observability and profiling: on-CPU flame graphs and pprof profiles"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -69,7 +73,8 @@ pub enum ProfileTypeArg {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 500ms, 10s or 2m ({e})"))?;
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like 500ms, 10s or 2m ({e})"))?;
     if d.is_zero() {
         return Err("the duration must be more than zero".into());
     }
@@ -77,7 +82,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Writes to stdout; a reader that went away (`loupe ... | head`) ends output quietly.
-pub fn write_stdout(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> std::io::Result<()> {
+pub fn write_stdout(
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -110,8 +117,11 @@ mod tests {
     fn a_target_is_required_and_options_parse() {
         assert!(Cli::try_parse_from(["loupe", "profile"]).is_err());
         assert!(Cli::try_parse_from(["loupe", "profile", "--all", "-F", "0"]).is_err());
-        let cli = Cli::try_parse_from(["loupe", "profile", "-o", "x.svg", "--", "sleep", "1"]).expect("valid");
-        let Command::Profile(args) = cli.command else { panic!("profile") };
+        let cli = Cli::try_parse_from(["loupe", "profile", "-o", "x.svg", "--", "sleep", "1"])
+            .expect("valid");
+        let Command::Profile(args) = cli.command else {
+            panic!("profile")
+        };
         assert_eq!(args.command, vec!["sleep", "1"]);
         assert_eq!(args.duration, Duration::from_secs(10));
         assert_eq!(args.frequency, 99);

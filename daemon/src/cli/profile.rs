@@ -36,11 +36,16 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     };
     // Fail on an unwritable path before profiling, not after.
     let output = match &args.output {
-        Some(path) => Some(File::create(path).with_context(|| format!("cannot write the output file {}", path.display()))?),
+        Some(path) => Some(
+            File::create(path)
+                .with_context(|| format!("cannot write the output file {}", path.display()))?,
+        ),
         None => None,
     };
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let outcome = runtime.block_on(collect(&args, &spec))?;
 
     let collected = outcome.aggregator.total();
@@ -50,16 +55,28 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         start_time: outcome.start_time,
         duration: outcome.elapsed,
         frequency_hz: args.frequency,
-        drops: outcome.counters.iter().filter(|(name, _)| name.starts_with("drop_")).cloned().collect(),
+        drops: outcome
+            .counters
+            .iter()
+            .filter(|(name, _)| name.starts_with("drop_"))
+            .cloned()
+            .collect(),
     };
-    let profile = outcome.aggregator.finish(&outcome.processes.modules, &Symbolizer::default(), meta);
+    let profile =
+        outcome
+            .aggregator
+            .finish(&outcome.processes.modules, &Symbolizer::default(), meta);
 
     let lost: u64 = profile.drops.iter().map(|(_, n)| n).sum();
     eprintln!(
         "loupe: {collected} samples of {} in {:.1}s{}",
         spec.describe(),
         outcome.elapsed.as_secs_f64(),
-        if lost > 0 { format!(", {lost} lost ({})", describe_drops(&profile.drops)) } else { String::new() }
+        if lost > 0 {
+            format!(", {lost} lost ({})", describe_drops(&profile.drops))
+        } else {
+            String::new()
+        }
     );
     if collected == 0 {
         eprintln!("loupe: note: no samples: the target used no CPU while profiled");
@@ -68,7 +85,8 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         (Some(file), Some(path)) => {
             let mut out = BufWriter::new(file);
             render::render(&profile, format, &mut out)?;
-            out.flush().with_context(|| format!("writing {}", path.display()))?;
+            out.flush()
+                .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("loupe: wrote {}", path.display());
         }
         _ => {
@@ -99,7 +117,12 @@ fn target_spec(args: &ProfileArgs) -> anyhow::Result<TargetSpec> {
 }
 
 fn describe_drops(drops: &[(String, u64)]) -> String {
-    drops.iter().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name}={n}")).collect::<Vec<_>>().join(", ")
+    drops
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name}={n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 struct Outcome {
@@ -144,11 +167,18 @@ async fn collect(args: &ProfileArgs, spec: &TargetSpec) -> anyhow::Result<Outcom
         _ => HashSet::new(),
     };
 
-    eprintln!("loupe: profiling {} for {} at {} Hz (Ctrl-C ends early)", spec.describe(), humantime::format_duration(args.duration), args.frequency);
+    eprintln!(
+        "loupe: profiling {} for {} at {} Hz (Ctrl-C ends early)",
+        spec.describe(),
+        humantime::format_duration(args.duration),
+        args.frequency
+    );
     let start_time = SystemTime::now();
     let started = Instant::now();
     let progress = progress_bar(args.duration, spec);
-    let ring_fd = collector.events_fd().context("polling the event ring buffer")?;
+    let ring_fd = collector
+        .events_fd()
+        .context("polling the event ring buffer")?;
     // SAFETY: the AsyncFd owns this duplicate descriptor for its whole life.
     let ring = unsafe { AsyncFd::register_with_interest(ring_fd, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("polling the event ring buffer: {e}"))?;
@@ -212,7 +242,9 @@ async fn collect(args: &ProfileArgs, spec: &TargetSpec) -> anyhow::Result<Outcom
             }
         },
         End::TargetsExited => {
-            eprintln!("loupe: note: the target exited during the profile; writing what was gathered");
+            eprintln!(
+                "loupe: note: the target exited during the profile; writing what was gathered"
+            );
             ExitCode::SUCCESS
         }
     };
@@ -231,8 +263,10 @@ fn progress_bar(duration: Duration, spec: &TargetSpec) -> Option<indicatif::Prog
         return None;
     }
     let bar = indicatif::ProgressBar::new(duration.as_millis() as u64);
-    let style = indicatif::ProgressStyle::with_template("{spinner} profiling {prefix} [{bar:30}] {elapsed}/{duration} {msg}")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} profiling {prefix} [{bar:30}] {elapsed}/{duration} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_prefix(spec.describe());
     Some(bar)
@@ -257,41 +291,72 @@ impl Session {
         exited
     }
 
-    fn on_copied_sample(&mut self, collector: &mut CpuCollector, header: &loupe_ebpf::cpu::SampleHeader, stack: &[u8]) {
-        let mut frames: Vec<RawFrame> = collector.stack(true, header.kernel_stack_id).iter().map(|&a| RawFrame::Kernel(a)).collect();
+    fn on_copied_sample(
+        &mut self,
+        collector: &mut CpuCollector,
+        header: &loupe_ebpf::cpu::SampleHeader,
+        stack: &[u8],
+    ) {
+        let mut frames: Vec<RawFrame> = collector
+            .stack(true, header.kernel_stack_id)
+            .iter()
+            .map(|&a| RawFrame::Kernel(a))
+            .collect();
         let fp_frames = collector.stack(false, header.user_stack_id).to_vec();
-        let snapshot = StackSnapshot { ip: header.regs.ip, sp: header.regs.sp, bp: header.regs.bp, stack };
-        let mut addrs = match self.processes.get(header.pid) {
-            Some(process) => Some(unwind::unwind(process, &snapshot, &fp_frames)),
-            None => None,
+        let snapshot = StackSnapshot {
+            ip: header.regs.ip,
+            sp: header.regs.sp,
+            bp: header.regs.bp,
+            stack,
         };
+        let mut addrs = self
+            .processes
+            .get(header.pid)
+            .map(|process| unwind::unwind(process, &snapshot, &fp_frames));
         // An address outside the known mappings: a library mapped since we read them.
         if let Some(unwound) = &addrs {
             if self.processes.refresh_for(header.pid, unwound) {
-                addrs = self.processes.get(header.pid).map(|p| unwind::unwind(p, &snapshot, &fp_frames));
+                addrs = self
+                    .processes
+                    .get(header.pid)
+                    .map(|p| unwind::unwind(p, &snapshot, &fp_frames));
             }
         }
         match (addrs, self.processes.get(header.pid)) {
-            (Some(addrs), Some(process)) => frames.extend(user_frames(&addrs, |a| process.resolve(a))),
-            _ => frames.extend(user_frames(&fp_frames, |a| UserAddress::Unnamed { label: "[unknown]".into(), offset: a })),
+            (Some(addrs), Some(process)) => {
+                frames.extend(user_frames(&addrs, |a| process.resolve(a)))
+            }
+            _ => frames.extend(user_frames(&fp_frames, |a| UserAddress::Unnamed {
+                label: "[unknown]".into(),
+                offset: a,
+            })),
         }
         let comm = self.process_name(header.pid, &header.comm);
-        self.aggregator.add(header.pid, header.tid, &comm, frames, 1);
+        self.aggregator
+            .add(header.pid, header.tid, &comm, frames, 1);
     }
 
     /// Adds the samples counted in the kernel (frame-pointer stacks).
     fn drain_counts(&mut self, collector: &mut CpuCollector) {
         for (key, value) in collector.take_counts() {
-            let mut frames: Vec<RawFrame> = collector.stack(true, key.kernel_stack_id).iter().map(|&a| RawFrame::Kernel(a)).collect();
+            let mut frames: Vec<RawFrame> = collector
+                .stack(true, key.kernel_stack_id)
+                .iter()
+                .map(|&a| RawFrame::Kernel(a))
+                .collect();
             let user = collector.stack(false, key.user_stack_id).to_vec();
             if !user.is_empty() {
                 match self.processes.get(key.pid) {
                     Some(process) => frames.extend(user_frames(&user, |a| process.resolve(a))),
-                    None => frames.extend(user_frames(&user, |a| UserAddress::Unnamed { label: "[unknown]".into(), offset: a })),
+                    None => frames.extend(user_frames(&user, |a| UserAddress::Unnamed {
+                        label: "[unknown]".into(),
+                        offset: a,
+                    })),
                 }
             }
             let comm = self.process_name(key.pid, &value.comm);
-            self.aggregator.add(key.pid, key.tid, &comm, frames, value.count);
+            self.aggregator
+                .add(key.pid, key.tid, &comm, frames, value.count);
         }
     }
 
@@ -301,7 +366,10 @@ impl Session {
         if let Some(comm) = self.processes.comm(pid) {
             return comm.to_string();
         }
-        let len = thread_comm.iter().position(|&b| b == 0).unwrap_or(thread_comm.len());
+        let len = thread_comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(thread_comm.len());
         String::from_utf8_lossy(&thread_comm[..len]).into_owned()
     }
 }
@@ -309,5 +377,9 @@ impl Session {
 /// Raw frames for user addresses, leaf first: return addresses are looked up one byte back,
 /// inside the call instruction.
 fn user_frames(addrs: &[u64], resolve: impl Fn(u64) -> UserAddress) -> Vec<RawFrame> {
-    addrs.iter().enumerate().map(|(i, &a)| RawFrame::User(resolve(if i == 0 { a } else { a.wrapping_sub(1) }))).collect()
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| RawFrame::User(resolve(if i == 0 { a } else { a.wrapping_sub(1) })))
+        .collect()
 }

@@ -16,7 +16,10 @@ use aya::{
     Ebpf,
 };
 use loupe_ebpf::{
-    cpu::{counter, CpuConfig, SampleHeader, StackCount, StackCountKey, EVENT_STACK_SAMPLE, STACK_COPY_BYTES, UNWIND_COPY, UNWIND_FRAME_POINTERS},
+    cpu::{
+        counter, CpuConfig, SampleHeader, StackCount, StackCountKey, EVENT_STACK_SAMPLE,
+        STACK_COPY_BYTES, UNWIND_COPY, UNWIND_FRAME_POINTERS,
+    },
     targets::{ProcessEvent, EVENT_PROCESS_EXEC, EVENT_PROCESS_EXIT},
 };
 
@@ -36,7 +39,10 @@ pub enum UnwindMode {
 
 /// One record from the event ring buffer.
 pub enum CpuEvent<'a> {
-    Sample { header: SampleHeader, stack: &'a [u8] },
+    Sample {
+        header: SampleHeader,
+        stack: &'a [u8],
+    },
     ProcessExec(u32),
     ProcessExit(u32),
 }
@@ -53,7 +59,11 @@ pub struct CpuCollector {
 
 impl CpuCollector {
     /// Starts sampling every online CPU at `frequency_hz`.
-    pub fn attach(ebpf: &mut Ebpf, frequency_hz: u64, unwind: UnwindMode) -> Result<CpuCollector, BpfError> {
+    pub fn attach(
+        ebpf: &mut Ebpf,
+        frequency_hz: u64,
+        unwind: UnwindMode,
+    ) -> Result<CpuCollector, BpfError> {
         let config = CpuConfig {
             unwind: match unwind {
                 UnwindMode::Auto => UNWIND_COPY,
@@ -62,9 +72,17 @@ impl CpuCollector {
             stack_copy_bytes: STACK_COPY_BYTES as u32,
         };
         let mut config_map: Array<&mut MapData, CpuConfig> = map_mut(ebpf, "CPU_CONFIG")?;
-        config_map.set(0, config, 0).map_err(|source| BpfError::Map { name: "CPU_CONFIG", source })?;
+        config_map
+            .set(0, config, 0)
+            .map_err(|source| BpfError::Map {
+                name: "CPU_CONFIG",
+                source,
+            })?;
 
-        let program_error = |source| BpfError::Program { what: "perf_event program cpu_sample".into(), source };
+        let program_error = |source| BpfError::Program {
+            what: "perf_event program cpu_sample".into(),
+            source,
+        };
         let program: &mut PerfEvent = ebpf
             .program_mut("cpu_sample")
             .ok_or(aya::programs::ProgramError::NotLoaded)
@@ -86,7 +104,10 @@ impl CpuCollector {
                     SamplePolicy::Period(1_000_000_000 / frequency_hz.max(1)),
                     false,
                 )
-                .map_err(|source| BpfError::Program { what: format!("cpu-clock perf event on CPU {cpu}"), source })?;
+                .map_err(|source| BpfError::Program {
+                    what: format!("cpu-clock perf event on CPU {cpu}"),
+                    source,
+                })?;
         }
         Ok(CpuCollector {
             events: take_map(ebpf, "EVENTS")?,
@@ -136,18 +157,28 @@ impl CpuCollector {
         if id < 0 {
             return &[];
         }
-        let map = if kernel { &self.kernel_stacks } else { &self.user_stacks };
-        self.stack_cache.entry((kernel, id)).or_insert_with(|| match map.get(&(id as u32), 0) {
-            Ok(trace) => trace.frames().iter().map(|f| f.ip).collect(),
-            Err(_) => Vec::new(),
-        })
+        let map = if kernel {
+            &self.kernel_stacks
+        } else {
+            &self.user_stacks
+        };
+        self.stack_cache
+            .entry((kernel, id))
+            .or_insert_with(|| match map.get(&(id as u32), 0) {
+                Ok(trace) => trace.frames().iter().map(|f| f.ip).collect(),
+                Err(_) => Vec::new(),
+            })
     }
 
     /// Loss and sample counters, summed over CPUs, by name.
     pub fn counters(&self) -> Vec<(String, u64)> {
         (0..counter::COUNT)
             .map(|i| {
-                let total = self.counters.get(&i, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0);
+                let total = self
+                    .counters
+                    .get(&i, 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
                 (counter::NAMES[i as usize].to_string(), total)
             })
             .collect()
@@ -161,16 +192,24 @@ fn parse_event(record: &[u8]) -> Option<CpuEvent<'_>> {
             let header_len = size_of::<SampleHeader>();
             let header_bytes = record.get(..header_len)?;
             // SAFETY: SampleHeader is plain old data, and the length was checked.
-            let header: SampleHeader = unsafe { std::ptr::read_unaligned(header_bytes.as_ptr().cast()) };
+            let header: SampleHeader =
+                unsafe { std::ptr::read_unaligned(header_bytes.as_ptr().cast()) };
             let stack = record.get(header_len..)?;
             let len = (header.stack_len as usize).min(stack.len());
-            Some(CpuEvent::Sample { header, stack: &stack[..len] })
+            Some(CpuEvent::Sample {
+                header,
+                stack: &stack[..len],
+            })
         }
         EVENT_PROCESS_EXEC | EVENT_PROCESS_EXIT => {
             let bytes = record.get(..size_of::<ProcessEvent>())?;
             // SAFETY: ProcessEvent is plain old data, and the length was checked.
             let event: ProcessEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-            Some(if kind == EVENT_PROCESS_EXEC { CpuEvent::ProcessExec(event.pid) } else { CpuEvent::ProcessExit(event.pid) })
+            Some(if kind == EVENT_PROCESS_EXEC {
+                CpuEvent::ProcessExec(event.pid)
+            } else {
+                CpuEvent::ProcessExit(event.pid)
+            })
         }
         _ => None,
     }

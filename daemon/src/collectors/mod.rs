@@ -14,7 +14,12 @@ fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(BpfError::Map { name, source: aya::maps::MapError::InvalidName { name: name.to_string() } })?;
+    let map = ebpf.take_map(name).ok_or(BpfError::Map {
+        name,
+        source: aya::maps::MapError::InvalidName {
+            name: name.to_string(),
+        },
+    })?;
     T::try_from(map).map_err(|source| BpfError::Map { name, source })
 }
 
@@ -23,6 +28,11 @@ fn map_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, BpfError>
 where
     T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.map_mut(name).ok_or(BpfError::Map { name, source: aya::maps::MapError::InvalidName { name: name.to_string() } })?;
+    let map = ebpf.map_mut(name).ok_or(BpfError::Map {
+        name,
+        source: aya::maps::MapError::InvalidName {
+            name: name.to_string(),
+        },
+    })?;
     T::try_from(map).map_err(|source| BpfError::Map { name, source })
 }

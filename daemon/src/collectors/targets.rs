@@ -30,8 +30,20 @@ impl TargetSpec {
         match self {
             TargetSpec::All => "all processes".to_string(),
             TargetSpec::Pids(pids) if pids.len() == 1 => format!("pid {}", pids[0]),
-            TargetSpec::Pids(pids) => format!("pids {}", pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
-            TargetSpec::Command(argv) => format!("command: {}", argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")),
+            TargetSpec::Pids(pids) => format!(
+                "pids {}",
+                pids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            TargetSpec::Command(argv) => format!(
+                "command: {}",
+                argv.iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
         }
     }
 }
@@ -41,17 +53,32 @@ pub struct Targets {
     map: HashMap<MapData, u32, u8>,
 }
 
-const TRACEPOINTS: [&str; 3] = ["sched_process_fork", "sched_process_exec", "sched_process_exit"];
+const TRACEPOINTS: [&str; 3] = [
+    "sched_process_fork",
+    "sched_process_exec",
+    "sched_process_exit",
+];
 
 impl Targets {
     pub fn attach(ebpf: &mut Ebpf, spec: &TargetSpec) -> Result<Targets, BpfError> {
         let config = TargetConfig {
             filter: u32::from(*spec != TargetSpec::All),
-            fork_child_pid_offset: bpf::tracepoint_field_offset("sched", "sched_process_fork", "child_pid")?,
+            fork_child_pid_offset: bpf::tracepoint_field_offset(
+                "sched",
+                "sched_process_fork",
+                "child_pid",
+            )?,
         };
         let mut config_map: Array<&mut MapData, TargetConfig> = map_mut(ebpf, "TARGET_CONFIG")?;
-        config_map.set(0, config, 0).map_err(|source| BpfError::Map { name: "TARGET_CONFIG", source })?;
-        let mut targets = Targets { map: take_map(ebpf, "TARGETS")? };
+        config_map
+            .set(0, config, 0)
+            .map_err(|source| BpfError::Map {
+                name: "TARGET_CONFIG",
+                source,
+            })?;
+        let mut targets = Targets {
+            map: take_map(ebpf, "TARGETS")?,
+        };
         match spec {
             TargetSpec::Pids(pids) => {
                 for &pid in pids {
@@ -66,11 +93,22 @@ impl Targets {
             let what = format!("tracepoint sched:{name}");
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
-                .ok_or_else(|| BpfError::Program { what: what.clone(), source: aya::programs::ProgramError::NotLoaded })?
+                .ok_or_else(|| BpfError::Program {
+                    what: what.clone(),
+                    source: aya::programs::ProgramError::NotLoaded,
+                })?
                 .try_into()
-                .map_err(|source| BpfError::Program { what: what.clone(), source })?;
-            program.load().map_err(|source| BpfError::Program { what: what.clone(), source })?;
-            program.attach("sched", name).map_err(|source| BpfError::Program { what, source })?;
+                .map_err(|source| BpfError::Program {
+                    what: what.clone(),
+                    source,
+                })?;
+            program.load().map_err(|source| BpfError::Program {
+                what: what.clone(),
+                source,
+            })?;
+            program
+                .attach("sched", name)
+                .map_err(|source| BpfError::Program { what, source })?;
         }
         Ok(targets)
     }
@@ -81,6 +119,11 @@ impl Targets {
     }
 
     fn insert(&mut self, pid: u32, flags: u8) -> Result<(), BpfError> {
-        self.map.insert(pid, flags, 0).map_err(|source| BpfError::Map { name: "TARGETS", source })
+        self.map
+            .insert(pid, flags, 0)
+            .map_err(|source| BpfError::Map {
+                name: "TARGETS",
+                source,
+            })
     }
 }

@@ -50,7 +50,10 @@ fn parse_line(line: &str) -> Option<Mapping> {
         end: u64::from_str_radix(end, 16).ok()?,
         executable: perms.as_bytes().get(2) == Some(&b'x'),
         offset: u64::from_str_radix(offset, 16).ok()?,
-        dev: (u32::from_str_radix(major, 16).ok()?, u32::from_str_radix(minor, 16).ok()?),
+        dev: (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        ),
         inode: inode.parse().ok()?,
         path: path.map(PathBuf::from),
     })
@@ -78,6 +81,9 @@ garbage line
         assert_eq!(maps[1].dev, (0xfd, 1));
         assert!(maps[3].is_vdso() && !maps[3].is_file());
         assert_eq!(maps[4].path, None);
-        assert_eq!(maps[5].path.as_deref(), Some(std::path::Path::new("/tmp/my lib.so (deleted)")));
+        assert_eq!(
+            maps[5].path.as_deref(),
+            Some(std::path::Path::new("/tmp/my lib.so (deleted)"))
+        );
     }
 }

@@ -35,7 +35,6 @@ pub enum UserAddress {
 }
 
 pub struct Process {
-    pub pid: u32,
     /// The process's name (`/proc/PID/comm` of the group leader).
     pub comm: Option<String>,
     pub code: Vec<CodeMapping>,
@@ -52,15 +51,32 @@ impl Process {
 
     pub fn resolve(&self, avma: u64) -> UserAddress {
         match self.code_at(avma) {
-            Some(CodeMapping { module: Some(m), base_avma, .. }) => {
-                UserAddress::Module { module: m.id, svma: avma.wrapping_sub(*base_avma) }
-            }
+            Some(CodeMapping {
+                module: Some(m),
+                base_avma,
+                ..
+            }) => UserAddress::Module {
+                module: m.id,
+                svma: avma.wrapping_sub(*base_avma),
+            },
             Some(CodeMapping { mapping, .. }) => {
-                let label = mapping.path.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into()).unwrap_or_else(|| "[anon]".into());
-                let offset = if mapping.is_file() { avma - mapping.start + mapping.offset } else { avma };
+                let label = mapping
+                    .path
+                    .as_ref()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into())
+                    .unwrap_or_else(|| "[anon]".into());
+                let offset = if mapping.is_file() {
+                    avma - mapping.start + mapping.offset
+                } else {
+                    avma
+                };
                 UserAddress::Unnamed { label, offset }
             }
-            None => UserAddress::Unnamed { label: "[unknown]".into(), offset: avma },
+            None => UserAddress::Unnamed {
+                label: "[unknown]".into(),
+                offset: avma,
+            },
         }
     }
 }
@@ -92,9 +108,17 @@ impl ProcessTable {
     /// Rereads the maps of `pid` if any of `avmas` is outside them (a library mapped since we
     /// read them), at most every [`RELOAD_INTERVAL`]. Returns whether it reread them.
     pub fn refresh_for(&mut self, pid: u32, avmas: &[u64]) -> bool {
-        let Some(current) = self.processes.get(&pid) else { return false };
-        let interval = if current.reloads < QUICK_RELOADS { QUICK_RELOAD_INTERVAL } else { SLOW_RELOAD_INTERVAL };
-        if current.loaded_at.elapsed() < interval || avmas.iter().all(|&a| current.code_at(a).is_some()) {
+        let Some(current) = self.processes.get(&pid) else {
+            return false;
+        };
+        let interval = if current.reloads < QUICK_RELOADS {
+            QUICK_RELOAD_INTERVAL
+        } else {
+            SLOW_RELOAD_INTERVAL
+        };
+        if current.loaded_at.elapsed() < interval
+            || avmas.iter().all(|&a| current.code_at(a).is_some())
+        {
             return false;
         }
         let reloads = current.reloads + 1;
@@ -120,17 +144,32 @@ impl ProcessTable {
 
     fn load(&mut self, pid: u32) -> Option<Process> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim_end().to_string());
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|c| c.trim_end().to_string());
         let mut unwinder = NativeUnwinder::default();
         let mut code = Vec::new();
         for mapping in maps::parse(&text).into_iter().filter(|m| m.executable) {
             let module = self.modules.for_mapping(pid, &mapping);
-            let base_avma = module.as_ref().and_then(|m| m.base_avma(&mapping)).unwrap_or(mapping.start);
+            let base_avma = module
+                .as_ref()
+                .and_then(|m| m.base_avma(&mapping))
+                .unwrap_or(mapping.start);
             if let Some(m) = &module {
                 unwinder.add_module(m.unwind_module(mapping.start..mapping.end, base_avma));
             }
-            code.push(CodeMapping { mapping, module, base_avma });
+            code.push(CodeMapping {
+                mapping,
+                module,
+                base_avma,
+            });
         }
-        Some(Process { pid, comm, code, unwinder, loaded_at: Instant::now(), reloads: 0 })
+        Some(Process {
+            comm,
+            code,
+            unwinder,
+            loaded_at: Instant::now(),
+            reloads: 0,
+        })
     }
 }

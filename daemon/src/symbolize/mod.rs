@@ -27,7 +27,11 @@ pub struct Symbolizer {
 
 impl Default for Symbolizer {
     fn default() -> Self {
-        let blaze = BlazeSymbolizer::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build();
+        let blaze = BlazeSymbolizer::builder()
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .enable_demangling(true)
+            .build();
         Symbolizer { blaze }
     }
 }
@@ -61,14 +65,22 @@ impl Symbolizer {
                 });
             }
         }
-        let rest: Vec<u64> = svmas.iter().zip(&out).filter(|(_, f)| f.is_none()).map(|(&a, _)| a).collect();
+        let rest: Vec<u64> = svmas
+            .iter()
+            .zip(&out)
+            .filter(|(_, f)| f.is_none())
+            .map(|(&a, _)| a)
+            .collect();
         if !rest.is_empty() {
             let mut named = self.elf(module, &rest).into_iter();
             for slot in out.iter_mut().filter(|f| f.is_none()) {
                 *slot = named.next();
             }
         }
-        out.into_iter().zip(svmas).map(|(f, &a)| f.unwrap_or_else(|| vec![unknown(&module.name, a, FrameKind::User)])).collect()
+        out.into_iter()
+            .zip(svmas)
+            .map(|(f, &a)| f.unwrap_or_else(|| vec![unknown(&module.name, a, FrameKind::User)]))
+            .collect()
     }
 
     fn elf(&self, module: &Module, svmas: &[u64]) -> Vec<Vec<Frame>> {
@@ -80,7 +92,14 @@ impl Symbolizer {
 
 /// A frame for an address in a module without symbols for it.
 pub fn unknown(module: &str, offset: u64, kind: FrameKind) -> Frame {
-    Frame { function: format!("{module}+{offset:#x}"), module: module.to_string(), file: None, line: None, inlined: false, kind }
+    Frame {
+        function: format!("{module}+{offset:#x}"),
+        module: module.to_string(),
+        file: None,
+        line: None,
+        inlined: false,
+        kind,
+    }
 }
 
 fn frames_or_unknown(
@@ -96,7 +115,10 @@ fn frames_or_unknown(
             if let Err(e) = results {
                 log::debug!("symbolizing {module}: {e}");
             }
-            return addrs.iter().map(|&a| vec![unknown(module, offset_of(a), kind)]).collect();
+            return addrs
+                .iter()
+                .map(|&a| vec![unknown(module, offset_of(a), kind)])
+                .collect();
         }
     };
     results
@@ -115,10 +137,24 @@ fn frames_or_unknown(
                 // blazesym lists inlined calls outermost first; we want innermost first.
                 for inlined in sym.inlined.iter().rev() {
                     let (file, line) = location(inlined.code_info.as_ref());
-                    frames.push(Frame { function: inlined.name.to_string(), module: module.to_string(), file, line, inlined: true, kind });
+                    frames.push(Frame {
+                        function: inlined.name.to_string(),
+                        module: module.to_string(),
+                        file,
+                        line,
+                        inlined: true,
+                        kind,
+                    });
                 }
                 let (file, line) = location(sym.code_info.as_deref());
-                frames.push(Frame { function: sym.name.to_string(), module: module.to_string(), file, line, inlined: false, kind });
+                frames.push(Frame {
+                    function: sym.name.to_string(),
+                    module: module.to_string(),
+                    file,
+                    line,
+                    inlined: false,
+                    kind,
+                });
                 frames
             }
             Symbolized::Unknown(_) => vec![unknown(module, offset_of(addr), kind)],

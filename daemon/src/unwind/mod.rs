@@ -26,7 +26,10 @@ pub struct NativeUnwinder {
 
 impl Default for NativeUnwinder {
     fn default() -> Self {
-        NativeUnwinder { unwinder: UnwinderX86_64::new(), cache: CacheX86_64::new() }
+        NativeUnwinder {
+            unwinder: UnwinderX86_64::new(),
+            cache: CacheX86_64::new(),
+        }
     }
 }
 
@@ -65,7 +68,7 @@ pub fn unwind(process: &mut Process, snapshot: &StackSnapshot, fp_frames: &[u64]
         let is_leaf = frames.len() == 1;
         let step = match go_step(process, pc, &regs, snapshot) {
             Some(step) => step,
-            None => native_step(process, pc, is_leaf, regs.clone(), snapshot),
+            None => native_step(process, pc, is_leaf, regs, snapshot),
         };
         match step {
             Step::Caller { ip, sp, bp } => {
@@ -95,7 +98,11 @@ pub fn unwind(process: &mut Process, snapshot: &StackSnapshot, fp_frames: &[u64]
 }
 
 enum Step {
-    Caller { ip: u64, sp: u64, bp: u64 },
+    Caller {
+        ip: u64,
+        sp: u64,
+        bp: u64,
+    },
     /// The outermost frame of the stack.
     Root,
     /// Cannot go further (the copy ended, or no unwind information).
@@ -103,7 +110,12 @@ enum Step {
 }
 
 /// One frame of Go code: the return address sits `sp_delta` bytes above SP at any pc.
-fn go_step(process: &Process, pc: u64, regs: &UnwindRegsX86_64, snapshot: &StackSnapshot) -> Option<Step> {
+fn go_step(
+    process: &Process,
+    pc: u64,
+    regs: &UnwindRegsX86_64,
+    snapshot: &StackSnapshot,
+) -> Option<Step> {
     let code = process.code_at(pc)?;
     let go = code.module.as_ref()?.go.as_ref()?;
     let svma = pc.wrapping_sub(code.base_avma);
@@ -122,12 +134,26 @@ fn go_step(process: &Process, pc: u64, regs: &UnwindRegsX86_64, snapshot: &Stack
     };
     // Once a frame is set up, the caller's frame pointer is saved just below the return
     // address; native code called from Go (cgo) needs it.
-    let bp = if delta >= 8 { snapshot.read_u64(slot - 8).unwrap_or(regs.bp()) } else { regs.bp() };
-    Some(Step::Caller { ip, sp: slot + 8, bp })
+    let bp = if delta >= 8 {
+        snapshot.read_u64(slot - 8).unwrap_or(regs.bp())
+    } else {
+        regs.bp()
+    };
+    Some(Step::Caller {
+        ip,
+        sp: slot + 8,
+        bp,
+    })
 }
 
 /// One frame of native code; `regs` (a copy) becomes the caller's.
-fn native_step(process: &mut Process, pc: u64, is_leaf: bool, mut regs: UnwindRegsX86_64, snapshot: &StackSnapshot) -> Step {
+fn native_step(
+    process: &mut Process,
+    pc: u64,
+    is_leaf: bool,
+    mut regs: UnwindRegsX86_64,
+    snapshot: &StackSnapshot,
+) -> Step {
     let address = if is_leaf {
         FrameAddress::from_instruction_pointer(pc)
     } else {
@@ -138,10 +164,21 @@ fn native_step(process: &mut Process, pc: u64, is_leaf: bool, mut regs: UnwindRe
     };
     let mut read = |addr: u64| snapshot.read_u64(addr).ok_or(());
     let native = &mut process.unwinder;
-    match native.unwinder.unwind_frame(address, &mut regs, &mut native.cache, &mut read) {
-        Ok(Some(ip)) => Step::Caller { ip, sp: regs.sp(), bp: regs.bp() },
+    match native
+        .unwinder
+        .unwind_frame(address, &mut regs, &mut native.cache, &mut read)
+    {
+        Ok(Some(ip)) => Step::Caller {
+            ip,
+            sp: regs.sp(),
+            bp: regs.bp(),
+        },
         Ok(None) => {
-            log::debug!("native unwind at {pc:#x}: root (sp {:#x}, copy {} bytes)", regs.sp(), snapshot.stack.len());
+            log::debug!(
+                "native unwind at {pc:#x}: root (sp {:#x}, copy {} bytes)",
+                regs.sp(),
+                snapshot.stack.len()
+            );
             Step::Root
         }
         Err(e) => {
@@ -197,9 +234,20 @@ mod tests {
     #[test]
     fn reads_only_inside_the_copy() {
         let stack: Vec<u8> = (0u8..16).collect();
-        let snap = StackSnapshot { ip: 0, sp: 0x1000, bp: 0, stack: &stack };
-        assert_eq!(snap.read_u64(0x1000), Some(u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7])));
-        assert_eq!(snap.read_u64(0x1008), Some(u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15])));
+        let snap = StackSnapshot {
+            ip: 0,
+            sp: 0x1000,
+            bp: 0,
+            stack: &stack,
+        };
+        assert_eq!(
+            snap.read_u64(0x1000),
+            Some(u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]))
+        );
+        assert_eq!(
+            snap.read_u64(0x1008),
+            Some(u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15]))
+        );
         assert_eq!(snap.read_u64(0x1009), None);
         assert_eq!(snap.read_u64(0xfff), None);
     }

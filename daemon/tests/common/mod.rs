@@ -14,7 +14,11 @@ pub fn loupe_bin() -> PathBuf {
     let path = std::env::var_os("LOUPE_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/loupe"));
-    assert!(path.is_file(), "no loupe binary at {} (run `cargo xtask test`)", path.display());
+    assert!(
+        path.is_file(),
+        "no loupe binary at {} (run `cargo xtask test`)",
+        path.display()
+    );
     path
 }
 
@@ -24,18 +28,25 @@ pub fn fixture(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures"));
     let path = root.join(name);
-    assert!(path.is_file(), "fixture {} is missing (run `cargo xtask fixtures`)", path.display());
+    assert!(
+        path.is_file(),
+        "fixture {} is missing (run `cargo xtask fixtures`)",
+        path.display()
+    );
     path
 }
 
 /// The Go versions fixtures are built with, and each one's `go` binary, from
 /// `LOUPE_GO_BINARIES` (`1.24.11=/path/to/go,...`, set by `cargo xtask test`).
 pub fn go_toolchains() -> Vec<(String, PathBuf)> {
-    let list = std::env::var("LOUPE_GO_BINARIES").expect("LOUPE_GO_BINARIES is not set: run the suite with `cargo xtask test`");
+    let list = std::env::var("LOUPE_GO_BINARIES")
+        .expect("LOUPE_GO_BINARIES is not set: run the suite with `cargo xtask test`");
     list.split(',')
         .filter(|s| !s.is_empty())
         .map(|entry| {
-            let (version, path) = entry.split_once('=').expect("LOUPE_GO_BINARIES entries are version=path");
+            let (version, path) = entry
+                .split_once('=')
+                .expect("LOUPE_GO_BINARIES entries are version=path");
             (version.to_string(), PathBuf::from(path))
         })
         .collect()
@@ -53,17 +64,27 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 pub fn go_command(go: &Path) -> Command {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     let mut cmd = Command::new(go);
-    cmd.env("GOCACHE", target.join("go-cache")).env("GOPATH", target.join("go-path")).env("GOTOOLCHAIN", "local").env("GOFLAGS", "-mod=mod");
+    cmd.env("GOCACHE", target.join("go-cache"))
+        .env("GOPATH", target.join("go-path"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod");
     cmd
 }
 
 pub fn assert_root() {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "loupe's integration tests load BPF programs: run them as root");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "loupe's integration tests load BPF programs: run them as root"
+    );
 }
 
 /// Runs `loupe ARGS`, asserting it succeeded.
 pub fn loupe(args: &[&str]) -> Output {
-    let output = Command::new(loupe_bin()).args(args).output().expect("run loupe");
+    let output = Command::new(loupe_bin())
+        .args(args)
+        .output()
+        .expect("run loupe");
     assert!(
         output.status.success(),
         "loupe {args:?} failed: {}\nstderr:\n{}",
@@ -75,7 +96,11 @@ pub fn loupe(args: &[&str]) -> Output {
 
 /// Starts `loupe ARGS` and waits until it reports that sampling has started.
 pub fn spawn_loupe(args: &[&str]) -> Child {
-    let mut child = Command::new(loupe_bin()).args(args).stderr(Stdio::piped()).spawn().expect("spawn loupe");
+    let mut child = Command::new(loupe_bin())
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loupe");
     let stderr = child.stderr.take().expect("piped stderr");
     let mut lines = BufReader::new(stderr).lines();
     loop {
@@ -92,7 +117,11 @@ pub fn spawn_loupe(args: &[&str]) -> Child {
 
 pub fn wait_success(child: Child, what: &str) {
     let output = child.wait_with_output().expect("wait for loupe");
-    assert!(output.status.success(), "{what}: loupe failed: {}", output.status);
+    assert!(
+        output.status.success(),
+        "{what}: loupe failed: {}",
+        output.status
+    );
 }
 
 /// One line of folded output: frames root first (the process name is the first), count.
@@ -119,13 +148,18 @@ impl FoldedStack {
 }
 
 pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     text.lines()
         .map(|line| {
-            let (stack, count) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad folded line {line:?}"));
+            let (stack, count) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad folded line {line:?}"));
             FoldedStack {
                 frames: stack.split(';').map(str::to_string).collect(),
-                count: count.parse().unwrap_or_else(|_| panic!("bad count in {line:?}")),
+                count: count
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad count in {line:?}")),
             }
         })
         .collect()
@@ -139,7 +173,11 @@ pub fn count_where(stacks: &[FoldedStack], pred: impl Fn(&FoldedStack) -> bool) 
 /// The fixtures' own ground truth: a one-line JSON object of nanosecond counters.
 pub fn ground_truth(stdout: &[u8]) -> serde_json::Value {
     let text = String::from_utf8_lossy(stdout);
-    let line = text.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no ground-truth JSON in fixture output {text:?}"));
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no ground-truth JSON in fixture output {text:?}"));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad ground truth {line:?}: {e}"))
 }
 
