@@ -15,7 +15,10 @@ use std::{
 
 use object::{Object, ObjectSection, ObjectSegment};
 
-use crate::{process::maps::Mapping, symbolize::go::GoTable};
+use crate::{
+    process::maps::Mapping,
+    symbolize::{go::GoTable, plt::PltNames},
+};
 
 /// Index of a module in its [`ModuleCache`].
 pub type ModuleId = u32;
@@ -81,6 +84,8 @@ pub struct Module {
     got: Option<SectionRef>,
     /// Go's tables, when this is a Go binary we can read.
     pub go: Option<GoTable>,
+    /// Names of the PLT stubs.
+    pub plt: PltNames,
 }
 
 impl Module {
@@ -112,6 +117,7 @@ impl Module {
                 file: usize::try_from(offset).ok()?..usize::try_from(offset + size).ok()?,
             })
         };
+        let plt = PltNames::parse(&elf);
         let (text, eh_frame, eh_frame_hdr, got) = (
             section(".text"),
             section(".eh_frame"),
@@ -146,6 +152,7 @@ impl Module {
             eh_frame_hdr,
             got,
             go,
+            plt,
         })
     }
 

@@ -6,6 +6,7 @@
 //! A frame that cannot be named is shown as `module+0xoffset`, never dropped.
 
 pub mod go;
+pub mod plt;
 
 use std::path::Path;
 
@@ -64,6 +65,18 @@ impl Symbolizer {
                         .collect()
                 });
             }
+        }
+        for (slot, &svma) in out.iter_mut().zip(svmas).filter(|(f, _)| f.is_none()) {
+            *slot = module.plt.name(svma).map(|name| {
+                vec![Frame {
+                    function: name.to_string(),
+                    module: module.name.clone(),
+                    file: None,
+                    line: None,
+                    inlined: false,
+                    kind: FrameKind::User,
+                }]
+            });
         }
         let rest: Vec<u64> = svmas
             .iter()
