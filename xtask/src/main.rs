@@ -1,1 +1,118 @@
-fn main() {}
+//! Project tasks: `cargo xtask <setup|build|fixtures|run|test|bench>`.
+
+mod bench;
+mod build;
+mod fixtures;
+mod run;
+mod setup;
+mod test;
+mod util;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "loupe's build, setup and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check prerequisites and install what is missing (apt packages, nightly rust-src,
+    /// bpf-linker, Go toolchains, tracefs mount). Idempotent.
+    Setup,
+    /// Build the eBPF object (nightly) and the loupe daemon that embeds it.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build the C and Go test programs into target/fixtures/.
+    Fixtures,
+    /// Setup, build, and run loupe as root (default: a 10 s flame graph of the system).
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments for loupe, after `--`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Setup, build, build fixtures, run the workspace tests, rustfmt and clippy.
+    Test {
+        /// Arguments for `cargo test` (e.g. a test name filter), after `--`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Measure loupe's cost: a fixed-work benchmark under no profiler, loupe at 19 and 99 Hz,
+    /// and perf record, side by side; writes target/bench/report.md.
+    Bench {
+        /// Interleaved rounds (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Work per benchmark run (passed to bench_work).
+        #[arg(long, default_value_t = 10000)]
+        work: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup::run(),
+        Cmd::Build { release } => build::build(release).map(|_| ()),
+        Cmd::Fixtures => fixtures::build_all().map(|_| ()),
+        Cmd::Run { release, args } => run::run(release, args),
+        Cmd::Test { args } => test::run(args),
+        Cmd::Bench { rounds, work } => bench::run(rounds, work),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cmd {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn run_takes_loupe_args_after_double_dash() {
+        match parse(&["run", "--release", "--", "profile", "--pid", "1"]) {
+            Cmd::Run { release, args } => {
+                assert!(release);
+                assert_eq!(args, ["profile", "--pid", "1"]);
+            }
+            _ => panic!("not run"),
+        }
+        match parse(&["run"]) {
+            Cmd::Run { release, args } => assert!(!release && args.is_empty()),
+            _ => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn test_passes_everything_after_double_dash_to_cargo_test() {
+        match parse(&["test", "--", "go_split", "--", "--nocapture"]) {
+            Cmd::Test { args } => assert_eq!(args, ["go_split", "--", "--nocapture"]),
+            _ => panic!("not test"),
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

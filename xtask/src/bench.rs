@@ -1,0 +1,252 @@
+//! `cargo xtask bench`: loupe's cost to the host, measured side by side in one run.
+//!
+//! A fixed-work CPU benchmark (`fixtures/c/bench_work.c`, one thread per CPU, stacks through
+//! glibc) runs under each condition in turn: nothing, `loupe profile --all` at 19 and 99 Hz,
+//! and `perf record -F 99 -a -g`. Conditions are interleaved over several rounds (the order
+//! rotates each round) and medians are compared, so drift on the machine hits all alike.
+//! Reported: the benchmark's elapsed time as a ratio to no profiler; for each profiler, the
+//! time from the end of profiling to the written file and its peak RSS.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{target_dir, which};
+use crate::{build, fixtures, setup};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Condition {
+    Baseline,
+    Loupe { hz: u32 },
+    Perf { hz: u32 },
+}
+
+impl Condition {
+    fn label(self) -> String {
+        match self {
+            Condition::Baseline => "no profiler".into(),
+            Condition::Loupe { hz } => format!("loupe profile --all -F {hz}"),
+            Condition::Perf { hz } => format!("perf record -F {hz} -a -g"),
+        }
+    }
+}
+
+const CONDITIONS: [Condition; 4] = [
+    Condition::Baseline,
+    Condition::Loupe { hz: 19 },
+    Condition::Loupe { hz: 99 },
+    Condition::Perf { hz: 99 },
+];
+
+/// One run of the benchmark under one condition.
+struct Measurement {
+    workload: Duration,
+    /// Profilers only: from stopping them to their exit (output written).
+    finish: Option<Duration>,
+    /// Profilers only: peak resident set, KiB.
+    peak_rss_kib: Option<u64>,
+}
+
+pub fn run(rounds: usize, work_rounds: u32) -> Result<()> {
+    if which("perf").is_none() {
+        bail!("perf is missing: run `cargo xtask setup` (installs linux-perf)");
+    }
+    setup::run()?;
+    let object = build::build_ebpf()?;
+    let loupe = build::build_daemon(&object, true)?;
+    let fixtures = fixtures::build_all()?;
+    let work = fixtures.join("c/bench_work");
+    let out_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+
+    let mut results: Vec<(Condition, Vec<Measurement>)> =
+        CONDITIONS.iter().map(|&c| (c, Vec::new())).collect();
+    for round in 0..rounds {
+        for i in 0..CONDITIONS.len() {
+            let index = (i + round) % CONDITIONS.len();
+            let condition = CONDITIONS[index];
+            println!("bench: round {}/{rounds}: {}", round + 1, condition.label());
+            let m = measure(condition, &loupe, &work, work_rounds, &out_dir)?;
+            println!("bench:   workload {:.3}s", m.workload.as_secs_f64());
+            results[index].1.push(m);
+        }
+    }
+    let report = report(&results, rounds, work_rounds);
+    println!("\n{report}");
+    let path = out_dir.join("report.md");
+    std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
+    println!("bench: report written to {}", path.display());
+    Ok(())
+}
+
+fn measure(
+    condition: Condition,
+    loupe: &Path,
+    work: &Path,
+    work_rounds: u32,
+    out_dir: &Path,
+) -> Result<Measurement> {
+    let profiler = match condition {
+        Condition::Baseline => None,
+        Condition::Loupe { hz } => {
+            let output = out_dir.join(format!("loupe-{hz}hz.pb.gz"));
+            let mut cmd = Command::new(loupe);
+            cmd.args(["profile", "--all", "-d", "1h", "-F", &hz.to_string(), "-o"])
+                .arg(&output);
+            Some(start_loupe(cmd)?)
+        }
+        Condition::Perf { hz } => {
+            let mut cmd = Command::new("perf");
+            cmd.args(["record", "-q", "-F", &hz.to_string(), "-a", "-g", "-o"])
+                .arg(out_dir.join("perf.data"));
+            let child = cmd
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting perf record")?;
+            // perf prints nothing when it starts sampling; give it a moment.
+            std::thread::sleep(Duration::from_secs(1));
+            Some(child)
+        }
+    };
+    let workload = run_workload(work, work_rounds)?;
+    let Some(child) = profiler else {
+        return Ok(Measurement {
+            workload,
+            finish: None,
+            peak_rss_kib: None,
+        });
+    };
+    let stopped = Instant::now();
+    let (status, peak_rss_kib) = interrupt_and_wait(child)?;
+    let finish = stopped.elapsed();
+    // perf record re-raises SIGINT after writing its data: that is its normal end.
+    let interrupted = std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT);
+    let normal_end =
+        status.success() || (interrupted && matches!(condition, Condition::Perf { .. }));
+    if !normal_end {
+        bail!("{} failed after the benchmark: {status}", condition.label());
+    }
+    Ok(Measurement {
+        workload,
+        finish: Some(finish),
+        peak_rss_kib: Some(peak_rss_kib),
+    })
+}
+
+/// Starts loupe and waits for its "profiling" line, so the benchmark runs under sampling.
+fn start_loupe(mut cmd: Command) -> Result<Child> {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting loupe")?;
+    let stderr = child.stderr.take().context("loupe's stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("loupe: profiling") => break,
+            Some(Ok(_)) => {}
+            _ => bail!("loupe exited before it started profiling"),
+        }
+    }
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            println!("bench:   {line}");
+        }
+    });
+    Ok(child)
+}
+
+fn run_workload(work: &Path, work_rounds: u32) -> Result<Duration> {
+    let output = Command::new(work)
+        .arg(work_rounds.to_string())
+        .output()
+        .with_context(|| format!("running {}", work.display()))?;
+    if !output.status.success() {
+        bail!("{} failed: {}", work.display(), output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let nanos = text
+        .split("\"elapsed_ns\":")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .with_context(|| format!("no elapsed_ns in the benchmark's output {text:?}"))?;
+    Ok(Duration::from_nanos(nanos))
+}
+
+/// Sends SIGINT (as Ctrl-C would) and reaps the child with its resource usage.
+fn interrupt_and_wait(child: Child) -> Result<(std::process::ExitStatus, u64)> {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: signalling and reaping our own child; `child` is not used to wait afterwards.
+    unsafe {
+        if libc::kill(pid, libc::SIGINT) != 0 {
+            bail!(
+                "cannot interrupt pid {pid}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::wait4(pid, &mut status, 0, &mut usage) < 0 {
+            bail!("waiting for pid {pid}: {}", std::io::Error::last_os_error());
+        }
+        std::mem::forget(child);
+        let status = std::os::unix::process::ExitStatusExt::from_raw(status);
+        Ok((status, usage.ru_maxrss as u64))
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn report(results: &[(Condition, Vec<Measurement>)], rounds: usize, work_rounds: u32) -> String {
+    let baseline = results
+        .iter()
+        .find(|(c, _)| *c == Condition::Baseline)
+        .map(|(_, m)| median(m.iter().map(|m| m.workload.as_secs_f64()).collect()))
+        .unwrap_or(f64::NAN);
+    let mut out = format!(
+        "Benchmark: `bench_work {work_rounds}` (one thread per CPU, {} CPUs), medians of {rounds} interleaved rounds.\n\n\
+         | condition | workload time | slowdown vs none | stop-to-written | peak RSS |\n|---|---|---|---|---|\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    for (condition, ms) in results {
+        let time = median(ms.iter().map(|m| m.workload.as_secs_f64()).collect());
+        let finish = ms
+            .iter()
+            .filter_map(|m| m.finish)
+            .map(|d| d.as_secs_f64())
+            .collect::<Vec<_>>();
+        let rss = ms
+            .iter()
+            .filter_map(|m| m.peak_rss_kib)
+            .map(|k| k as f64 / 1024.0)
+            .collect::<Vec<_>>();
+        let dash = |v: Vec<f64>, unit: &str| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.2} {unit}", median(v))
+            }
+        };
+        out += &format!(
+            "| {} | {time:.3} s | {:.3}x | {} | {} |\n",
+            condition.label(),
+            time / baseline,
+            dash(finish, "s"),
+            dash(rss, "MiB"),
+        );
+    }
+    out
+}
