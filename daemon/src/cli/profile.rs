@@ -285,7 +285,7 @@ impl Session {
         let mut exited = Vec::new();
         collector.read_events(|collector, event| match event {
             CpuEvent::Sample { header, stack } => self.on_copied_sample(collector, &header, stack),
-            CpuEvent::ProcessExec(pid) => self.processes.forget(pid),
+            CpuEvent::ProcessExec(pid) => self.processes.exec(pid),
             CpuEvent::ProcessExit(pid) => exited.push(pid),
         });
         exited
@@ -309,10 +309,19 @@ impl Session {
             bp: header.regs.bp,
             stack,
         };
-        let mut addrs = self
-            .processes
-            .get(header.pid)
-            .map(|process| unwind::unwind(process, &snapshot, &fp_frames));
+        let thread_comm = comm_str(&header.comm);
+        // The leader thread named otherwise than the process we loaded: a sample taken before
+        // its exec (a fork child still running its parent's code), which the current mappings
+        // would misname.
+        let before_exec =
+            header.tid == header.pid && !self.processes.named(header.pid, &thread_comm);
+        let mut addrs = if before_exec {
+            None
+        } else {
+            self.processes
+                .get(header.pid)
+                .map(|process| unwind::unwind(process, &snapshot, &fp_frames))
+        };
         // An address outside the known mappings: a library mapped since we read them.
         if let Some(unwound) = &addrs {
             if self.processes.refresh_for(header.pid, unwound) {
@@ -331,7 +340,11 @@ impl Session {
                 offset: a,
             })),
         }
-        let comm = self.process_name(header.pid, &header.comm);
+        let comm = if before_exec {
+            thread_comm
+        } else {
+            self.process_name(header.pid, &header.comm)
+        };
         self.aggregator
             .add(header.pid, header.tid, &comm, frames, 1);
     }
@@ -363,15 +376,17 @@ impl Session {
     /// The group leader's name when known (threads may be named otherwise), else the
     /// sampled thread's.
     fn process_name(&mut self, pid: u32, thread_comm: &[u8; 16]) -> String {
-        if let Some(comm) = self.processes.comm(pid) {
-            return comm.to_string();
+        match self.processes.comm(pid) {
+            Some(comm) => comm.to_string(),
+            None => comm_str(thread_comm),
         }
-        let len = thread_comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(thread_comm.len());
-        String::from_utf8_lossy(&thread_comm[..len]).into_owned()
     }
+}
+
+/// A kernel `comm` (NUL-padded) as text.
+fn comm_str(comm: &[u8; 16]) -> String {
+    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..len]).into_owned()
 }
 
 /// Raw frames for user addresses, leaf first: return addresses are looked up one byte back,

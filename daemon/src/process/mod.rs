@@ -86,7 +86,7 @@ impl Process {
 /// live only a little longer), then rarely (code outside every mapping is then garbage from
 /// a bad unwind, and rereading cannot help).
 const QUICK_RELOADS: u32 = 16;
-const QUICK_RELOAD_INTERVAL: Duration = Duration::from_millis(1);
+const QUICK_RELOAD_INTERVAL: Duration = Duration::ZERO;
 const SLOW_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
@@ -132,10 +132,32 @@ impl ProcessTable {
         }
     }
 
-    /// The process exec'd: its address space is new, and is read again on its next sample
-    /// (not now: the dynamic loader has not mapped its libraries yet).
-    pub fn forget(&mut self, pid: u32) {
+    /// The process exec'd: its address space is new. Read it now, while the process surely
+    /// exists (a short-lived one may be gone by its last sample); the libraries the dynamic
+    /// loader maps next are picked up by `refresh_for`.
+    pub fn exec(&mut self, pid: u32) {
         self.processes.remove(&pid);
+        let _ = self.get(pid);
+    }
+
+    /// Whether loaded process `pid` is (still, or now) named `comm`; true when not loaded.
+    /// A mismatch is checked against the live name, so a process that renamed itself
+    /// (`prctl(PR_SET_NAME)`) is told apart from a sample of the image it replaced by exec.
+    pub fn named(&mut self, pid: u32, comm: &str) -> bool {
+        let Some(process) = self.get(pid) else {
+            return true;
+        };
+        match process.comm.as_deref() {
+            None => true,
+            Some(known) if known == comm => true,
+            Some(_) => match read_comm(pid) {
+                Some(live) if live == comm => {
+                    process.comm = Some(live);
+                    true
+                }
+                _ => false,
+            },
+        }
     }
 
     pub fn comm(&self, pid: u32) -> Option<&str> {
@@ -144,9 +166,7 @@ impl ProcessTable {
 
     fn load(&mut self, pid: u32) -> Option<Process> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .ok()
-            .map(|c| c.trim_end().to_string());
+        let comm = read_comm(pid);
         let mut unwinder = NativeUnwinder::default();
         let mut code = Vec::new();
         for mapping in maps::parse(&text).into_iter().filter(|m| m.executable) {
@@ -172,4 +192,9 @@ impl ProcessTable {
             reloads: 0,
         })
     }
+}
+
+fn read_comm(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(text.trim_end_matches('\n').to_string())
 }
