@@ -12,6 +12,13 @@ use common::*;
 const HZ: &str = "499";
 const TOLERANCE_POINTS: f64 = 5.0;
 
+/// Runs `loupe profile -F HZ -d DURATION -o OUT TARGET...`, asserting success.
+fn profile_at_hz(out: &str, duration: &str, target: &[&str]) -> std::process::Output {
+    let mut argv = vec!["profile", "-F", HZ, "-d", duration, "-o", out];
+    argv.extend_from_slice(target);
+    loupe(&argv)
+}
+
 /// Profiles `binary ARGS` launched by loupe into a folded file; returns stacks and the
 /// fixture's ground truth.
 fn profile_command(
@@ -21,20 +28,9 @@ fn profile_command(
     name: &str,
 ) -> (Vec<FoldedStack>, serde_json::Value) {
     let out = dir.join(format!("{name}.folded"));
-    let mut argv = vec![
-        "profile",
-        "-F",
-        HZ,
-        "-d",
-        "30s",
-        "-o",
-        out.to_str().expect("utf-8 path"),
-        "--",
-    ];
-    let binary = binary.to_str().expect("utf-8 path");
-    argv.push(binary);
-    argv.extend_from_slice(args);
-    let output = loupe(&argv);
+    let mut target = vec!["--", binary.to_str().expect("utf-8 path")];
+    target.extend_from_slice(args);
+    let output = profile_at_hz(out.to_str().expect("utf-8 path"), "30s", &target);
     (read_folded(&out), ground_truth(&output.stdout))
 }
 
@@ -125,18 +121,11 @@ fn stripped_go_splits_match_for_every_go_version() {
 /// sample types and functions we expect.
 fn pprof_reads_back(go: &Path, binary: &Path, dir: &Path, version: &str) {
     let out = dir.join(format!("go{version}.pb.gz"));
-    loupe(&[
-        "profile",
-        "-F",
-        HZ,
-        "-d",
-        "30s",
-        "-o",
+    profile_at_hz(
         out.to_str().expect("utf-8"),
-        "--",
-        binary.to_str().expect("utf-8"),
-        "1",
-    ]);
+        "30s",
+        &["--", binary.to_str().expect("utf-8"), "1"],
+    );
     let pprof = go_command(go)
         .args(["tool", "pprof", "-top", "-sample_index=cpu"])
         .arg(&out)
@@ -367,19 +356,11 @@ fn a_launched_command_is_traced_with_its_descendants() {
         short.display(),
         short.display()
     );
-    loupe(&[
-        "profile",
-        "-F",
-        HZ,
-        "-d",
-        "30s",
-        "-o",
+    profile_at_hz(
         out.to_str().expect("utf-8"),
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+        "30s",
+        &["--", "sh", "-c", &script],
+    );
     let stacks = read_folded(&out);
     let split_samples = count_where(&stacks, |s| {
         s.process() == "split" && (s.has("hot_three") || s.has("cold_one"))
@@ -419,17 +400,7 @@ fn a_pid_that_exits_during_the_profile_still_gets_its_profile() {
         .spawn()
         .expect("start split");
     let pid = target.id().to_string();
-    let output = loupe(&[
-        "profile",
-        "-p",
-        &pid,
-        "-F",
-        HZ,
-        "-d",
-        "20s",
-        "-o",
-        out.to_str().expect("utf-8"),
-    ]);
+    let output = profile_at_hz(out.to_str().expect("utf-8"), "20s", &["-p", &pid]);
     let _ = target.wait();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -455,23 +426,20 @@ fn binaries_in_another_mount_namespace_are_symbolized() {
         "mount -t tmpfs tmpfs /mnt && cp {} /mnt/hidden_split && exec /mnt/hidden_split 1.5",
         fixture("c/split").display()
     );
-    loupe(&[
-        "profile",
-        "-F",
-        HZ,
-        "-d",
-        "30s",
-        "-o",
+    profile_at_hz(
         out.to_str().expect("utf-8"),
-        "--",
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &script,
-    ]);
+        "30s",
+        &[
+            "--",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
     assert!(
         !Path::new("/mnt/hidden_split").exists(),
         "the tmpfs leaked into the host namespace"

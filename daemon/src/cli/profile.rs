@@ -297,11 +297,7 @@ impl Session {
         header: &loupe_ebpf::cpu::SampleHeader,
         stack: &[u8],
     ) {
-        let mut frames: Vec<RawFrame> = collector
-            .stack(true, header.kernel_stack_id)
-            .iter()
-            .map(|&a| RawFrame::Kernel(a))
-            .collect();
+        let mut frames = kernel_frames(collector, header.kernel_stack_id);
         let fp_frames = collector.stack(false, header.user_stack_id).to_vec();
         let snapshot = StackSnapshot {
             ip: header.regs.ip,
@@ -352,11 +348,7 @@ impl Session {
     /// Adds the samples counted in the kernel (frame-pointer stacks).
     fn drain_counts(&mut self, collector: &mut CpuCollector) {
         for (key, value) in collector.take_counts() {
-            let mut frames: Vec<RawFrame> = collector
-                .stack(true, key.kernel_stack_id)
-                .iter()
-                .map(|&a| RawFrame::Kernel(a))
-                .collect();
+            let mut frames = kernel_frames(collector, key.kernel_stack_id);
             let user = collector.stack(false, key.user_stack_id).to_vec();
             if !user.is_empty() {
                 match self.processes.get(key.pid) {
@@ -387,6 +379,15 @@ impl Session {
 fn comm_str(comm: &[u8; 16]) -> String {
     let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..len]).into_owned()
+}
+
+/// Raw frames of a kernel stack id, leaf first.
+fn kernel_frames(collector: &mut CpuCollector, stack_id: i32) -> Vec<RawFrame> {
+    collector
+        .stack(true, stack_id)
+        .iter()
+        .map(|&a| RawFrame::Kernel(a))
+        .collect()
 }
 
 /// Raw frames for user addresses, leaf first: return addresses are looked up one byte back,
