@@ -20,8 +20,16 @@ use crate::{build, fixtures, setup};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Condition {
     Baseline,
-    Loupe { hz: u32 },
-    Perf { hz: u32 },
+    Loupe {
+        hz: u32,
+    },
+    Perf {
+        hz: u32,
+    },
+    /// perf with DWARF unwinding: what loupe does (stack copies unwound in userspace).
+    PerfDwarf {
+        hz: u32,
+    },
 }
 
 impl Condition {
@@ -30,15 +38,17 @@ impl Condition {
             Condition::Baseline => "no profiler".into(),
             Condition::Loupe { hz } => format!("loupe profile --all -F {hz}"),
             Condition::Perf { hz } => format!("perf record -F {hz} -a -g"),
+            Condition::PerfDwarf { hz } => format!("perf record -F {hz} -a --call-graph dwarf"),
         }
     }
 }
 
-const CONDITIONS: [Condition; 4] = [
+const CONDITIONS: [Condition; 5] = [
     Condition::Baseline,
     Condition::Loupe { hz: 19 },
     Condition::Loupe { hz: 99 },
     Condition::Perf { hz: 99 },
+    Condition::PerfDwarf { hz: 99 },
 ];
 
 /// One run of the benchmark under one condition.
@@ -98,9 +108,15 @@ fn measure(
                 .arg(&output);
             Some(start_loupe(cmd)?)
         }
-        Condition::Perf { hz } => {
+        Condition::Perf { hz } | Condition::PerfDwarf { hz } => {
+            let unwinding: &[&str] = match condition {
+                Condition::PerfDwarf { .. } => &["--call-graph", "dwarf"],
+                _ => &["-g"],
+            };
             let mut cmd = Command::new("perf");
-            cmd.args(["record", "-q", "-F", &hz.to_string(), "-a", "-g", "-o"])
+            cmd.args(["record", "-q", "-F", &hz.to_string(), "-a"])
+                .args(unwinding)
+                .arg("-o")
                 .arg(out_dir.join("perf.data"));
             let child = cmd
                 .stdout(Stdio::null())
@@ -125,8 +141,12 @@ fn measure(
     let finish = stopped.elapsed();
     // perf record re-raises SIGINT after writing its data: that is its normal end.
     let interrupted = std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT);
-    let normal_end =
-        status.success() || (interrupted && matches!(condition, Condition::Perf { .. }));
+    let normal_end = status.success()
+        || (interrupted
+            && matches!(
+                condition,
+                Condition::Perf { .. } | Condition::PerfDwarf { .. }
+            ));
     if !normal_end {
         bail!("{} failed after the benchmark: {status}", condition.label());
     }
@@ -211,18 +231,27 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn report(results: &[(Condition, Vec<Measurement>)], rounds: usize, work_rounds: u32) -> String {
-    let baseline = results
+    // The machine's speed drifts between rounds: compare each run with the same round's
+    // run without a profiler, then take the median of those ratios.
+    let baseline: Vec<f64> = results
         .iter()
         .find(|(c, _)| *c == Condition::Baseline)
-        .map(|(_, m)| median(m.iter().map(|m| m.workload.as_secs_f64()).collect()))
-        .unwrap_or(f64::NAN);
+        .map(|(_, m)| m.iter().map(|m| m.workload.as_secs_f64()).collect())
+        .unwrap_or_default();
     let mut out = format!(
-        "Benchmark: `bench_work {work_rounds}` (one thread per CPU, {} CPUs), medians of {rounds} interleaved rounds.\n\n\
+        "Benchmark: `bench_work {work_rounds}` (one thread per CPU, {} CPUs), medians of {rounds} interleaved rounds;\n\
+         slowdown: the median over rounds of each run's time against the same round's run without a profiler.\n\n\
          | condition | workload time | slowdown vs none | stop-to-written | peak RSS |\n|---|---|---|---|---|\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
     for (condition, ms) in results {
         let time = median(ms.iter().map(|m| m.workload.as_secs_f64()).collect());
+        let slowdown = median(
+            ms.iter()
+                .zip(&baseline)
+                .map(|(m, base)| m.workload.as_secs_f64() / base)
+                .collect(),
+        );
         let finish = ms
             .iter()
             .filter_map(|m| m.finish)
@@ -243,7 +272,7 @@ fn report(results: &[(Condition, Vec<Measurement>)], rounds: usize, work_rounds:
         out += &format!(
             "| {} | {time:.3} s | {:.3}x | {} | {} |\n",
             condition.label(),
-            time / baseline,
+            slowdown,
             dash(finish, "s"),
             dash(rss, "MiB"),
         );

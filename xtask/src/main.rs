@@ -50,10 +50,10 @@ enum Cmd {
     /// and perf record, side by side; writes target/bench/report.md.
     Bench {
         /// Interleaved rounds (medians are reported).
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 7)]
         rounds: usize,
         /// Work per benchmark run (passed to bench_work).
-        #[arg(long, default_value_t = 10000)]
+        #[arg(long, default_value_t = 8000)]
         work: u32,
     },
 }
