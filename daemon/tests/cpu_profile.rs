@@ -188,9 +188,10 @@ fn callers_of_glibc_and_kernel_frames_appear_as_perf_dwarf_shows_them() {
 
     // Ground truth: perf's own DWARF unwinding of the same program.
     let perf_pct = perf_dwarf_share_with_caller(&binary, dir.path());
-    assert!(ours_pct >= perf_pct - 2.0, "call_libc in {ours_pct:.1}% of glibc/kernel stacks; perf --call-graph dwarf finds it in {perf_pct:.1}%");
+    eprintln!("call_libc in glibc/kernel stacks: loupe {ours_pct:.2}%, perf --call-graph dwarf {perf_pct:.2}%");
+    assert!(ours_pct >= perf_pct, "call_libc in {ours_pct:.2}% of glibc/kernel stacks; perf --call-graph dwarf finds it in {perf_pct:.2}%");
     assert!(
-        ours_pct >= 97.0,
+        ours_pct >= 99.5,
         "call_libc in only {ours_pct:.1}% of glibc/kernel stacks"
     );
 
