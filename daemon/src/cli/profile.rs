@@ -162,8 +162,13 @@ async fn collect(args: &ProfileArgs, spec: &TargetSpec) -> anyhow::Result<Outcom
         }
         _ => None,
     };
+    // Exit events cover targets that exit from now on; one may already be gone.
     let mut live_pids: HashSet<u32> = match spec {
-        TargetSpec::Pids(pids) => pids.iter().copied().collect(),
+        TargetSpec::Pids(pids) => pids
+            .iter()
+            .copied()
+            .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            .collect(),
         _ => HashSet::new(),
     };
 
@@ -189,6 +194,9 @@ async fn collect(args: &ProfileArgs, spec: &TargetSpec) -> anyhow::Result<Outcom
     let mut tick = tokio::time::interval(TICK);
 
     let end = loop {
+        if matches!(spec, TargetSpec::Pids(_)) && live_pids.is_empty() {
+            break End::TargetsExited;
+        }
         tokio::select! {
             _ = &mut deadline => break End::Duration,
             _ = &mut ctrl_c => break End::Interrupted,
@@ -200,9 +208,6 @@ async fn collect(args: &ProfileArgs, spec: &TargetSpec) -> anyhow::Result<Outcom
                 let exited = session.drain_events(&mut collector);
                 live_pids.retain(|pid| !exited.contains(pid));
                 guard.clear_ready();
-                if matches!(spec, TargetSpec::Pids(_)) && live_pids.is_empty() {
-                    break End::TargetsExited;
-                }
             }
             _ = tick.tick() => {
                 session.drain_counts(&mut collector);
