@@ -454,3 +454,70 @@ fn binaries_in_another_mount_namespace_are_symbolized() {
         "hot_three <- main in only {named} samples of the namespaced binary"
     );
 }
+
+#[test]
+fn frame_pointer_mode_counts_in_the_kernel_without_losses() {
+    assert_root();
+    let _serial = serial();
+    let dir = temp_dir();
+    let out = dir.path().join("fp.json");
+    let split = fixture("c/split");
+    // Counted in the kernel, drained and its stack maps recycled every 250 ms: a dozen
+    // rotations in 3 s. The leaf is the sampled instruction pointer, so shares hold even
+    // where frame pointers lose callers.
+    let output = profile_at_hz(
+        out.to_str().expect("utf-8"),
+        "30s",
+        &["--unwind", "fp", "--", split.to_str().expect("utf-8"), "3"],
+    );
+    let truth = ground_truth(&output.stdout);
+    let profile: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&out).expect("read JSON")).expect("JSON profile");
+    let frames = profile["frames"].as_array().expect("frames");
+    let stacks: Vec<FoldedStack> = profile["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .map(|s| FoldedStack {
+            frames: std::iter::once(s["comm"].as_str().unwrap_or_default().to_string())
+                .chain(
+                    s["stack"]
+                        .as_array()
+                        .expect("stack")
+                        .iter()
+                        .rev()
+                        .map(|id| {
+                            let id = id.as_u64().expect("frame id") as usize;
+                            frames[id]["function"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string()
+                        }),
+                )
+                .collect(),
+            count: s["count"].as_u64().expect("count"),
+        })
+        .collect();
+    let hot = truth["hot_three_ns"].as_f64().expect("hot_three_ns");
+    let cold = truth["cold_one_ns"].as_f64().expect("cold_one_ns");
+    assert_split(
+        &stacks,
+        "hot_three",
+        "cold_one",
+        hot,
+        cold,
+        "C split, frame pointers",
+    );
+    for (name, lost) in profile["drops"].as_object().expect("drops") {
+        // A sample during exec has no user stack the kernel can walk; that one is counted
+        // as drop_user_stack and expected. Nothing else may be lost.
+        if name != "drop_user_stack" {
+            assert_eq!(
+                lost.as_u64(),
+                Some(0),
+                "{name} lost samples or frames: {:#}",
+                profile["drops"]
+            );
+        }
+    }
+}

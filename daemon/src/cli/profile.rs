@@ -13,6 +13,8 @@ use anyhow::{bail, Context};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use super::ProfileArgs;
+use loupe_ebpf::cpu::{StackCount, StackCountKey};
+
 use crate::{
     aggregate::{Aggregator, ProfileMeta, RawFrame},
     bpf,
@@ -73,7 +75,8 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         spec.describe(),
         outcome.elapsed.as_secs_f64(),
         if lost > 0 {
-            format!(", {lost} lost ({})", describe_drops(&profile.drops))
+            // Samples or parts of them (frames): each counter says which.
+            format!("; losses: {}", describe_drops(&profile.drops))
         } else {
             String::new()
         }
@@ -210,7 +213,9 @@ async fn collect(args: &ProfileArgs, spec: &TargetSpec) -> anyhow::Result<Outcom
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                session.drain_counts(&mut collector);
+                let exited = session.drain_events(&mut collector);
+                live_pids.retain(|pid| !exited.contains(pid));
+                session.drain_retired_counts(&mut collector)?;
                 if let Some(bar) = &progress {
                     bar.set_position(started.elapsed().as_millis() as u64);
                     bar.set_message(format!("{} samples", session.aggregator.total()));
@@ -220,7 +225,8 @@ async fn collect(args: &ProfileArgs, spec: &TargetSpec) -> anyhow::Result<Outcom
     };
     // Samples already in the ring buffer or the count map still count.
     session.drain_events(&mut collector);
-    session.drain_counts(&mut collector);
+    let counts = collector.take_all_counts();
+    session.add_counts(&mut collector, counts);
     let elapsed = started.elapsed();
     if let Some(bar) = progress {
         bar.finish_and_clear();
@@ -302,8 +308,10 @@ impl Session {
         header: &loupe_ebpf::cpu::SampleHeader,
         stack: &[u8],
     ) {
-        let mut frames = kernel_frames(collector, header.kernel_stack_id);
-        let fp_frames = collector.stack(false, header.user_stack_id).to_vec();
+        let mut frames = kernel_frames(collector, header.epoch, header.kernel_stack_id);
+        let fp_frames = collector
+            .stack(false, header.epoch, header.user_stack_id)
+            .to_vec();
         let snapshot = StackSnapshot {
             ip: header.regs.ip,
             sp: header.regs.sp,
@@ -350,11 +358,23 @@ impl Session {
             .add(header.pid, header.tid, &comm, frames, 1);
     }
 
-    /// Adds the samples counted in the kernel (frame-pointer stacks).
-    fn drain_counts(&mut self, collector: &mut CpuCollector) {
-        for (key, value) in collector.take_counts() {
-            let mut frames = kernel_frames(collector, key.kernel_stack_id);
-            let user = collector.stack(false, key.user_stack_id).to_vec();
+    /// Adds the in-kernel counts of the retired epoch, then recycles its stack maps.
+    fn drain_retired_counts(&mut self, collector: &mut CpuCollector) -> anyhow::Result<()> {
+        let counts = collector.take_retired_counts();
+        self.add_counts(collector, counts);
+        Ok(collector.rotate()?)
+    }
+
+    fn add_counts(
+        &mut self,
+        collector: &mut CpuCollector,
+        counts: Vec<(StackCountKey, StackCount)>,
+    ) {
+        for (key, value) in counts {
+            let mut frames = kernel_frames(collector, key.epoch, key.kernel_stack_id);
+            let user = collector
+                .stack(false, key.epoch, key.user_stack_id)
+                .to_vec();
             if !user.is_empty() {
                 match self.processes.get(key.pid) {
                     Some(process) => frames.extend(user_frames(&user, |a| process.resolve(a))),
@@ -387,9 +407,9 @@ fn comm_str(comm: &[u8; 16]) -> String {
 }
 
 /// Raw frames of a kernel stack id, leaf first.
-fn kernel_frames(collector: &mut CpuCollector, stack_id: i32) -> Vec<RawFrame> {
+fn kernel_frames(collector: &mut CpuCollector, epoch: u32, stack_id: i32) -> Vec<RawFrame> {
     collector
-        .stack(true, stack_id)
+        .stack(true, epoch, stack_id)
         .iter()
         .map(|&a| RawFrame::Kernel(a))
         .collect()

@@ -23,7 +23,7 @@ use loupe_ebpf::{
     targets::{ProcessEvent, EVENT_PROCESS_EXEC, EVENT_PROCESS_EXIT},
 };
 
-use super::{map_mut, take_map};
+use super::take_map;
 use crate::bpf::BpfError;
 
 /// How user stacks are recorded.
@@ -48,13 +48,20 @@ pub enum CpuEvent<'a> {
 }
 
 pub struct CpuCollector {
+    config: CpuConfig,
+    config_map: Array<MapData, CpuConfig>,
     events: RingBuf<MapData>,
     counts: HashMap<MapData, StackCountKey, StackCount>,
-    user_stacks: StackTraceMap<MapData>,
-    kernel_stacks: StackTraceMap<MapData>,
+    /// By epoch (see `CpuConfig::epoch`).
+    user_stacks: [StackTraceMap<MapData>; 2],
+    kernel_stacks: [StackTraceMap<MapData>; 2],
     counters: PerCpuArray<MapData, u64>,
-    /// Stack ids are never reused while the maps live, so their frames are read once.
-    stack_cache: StdHashMap<(bool, i32), Vec<u64>>,
+    /// Frames by (kernel, epoch, id), read once per epoch: an epoch's ids are not reused
+    /// until its maps are cleared, and the cache with them.
+    stack_cache: StdHashMap<(bool, u32, i32), Vec<u64>>,
+    /// Stack ids that could no longer be read (their epoch was cleared before the sample
+    /// that referred to them was handled): frames lost, counted.
+    stacks_evicted: u64,
 }
 
 impl CpuCollector {
@@ -70,8 +77,9 @@ impl CpuCollector {
                 UnwindMode::Fp => UNWIND_FRAME_POINTERS,
             },
             stack_copy_bytes: STACK_COPY_BYTES as u32,
+            epoch: 0,
         };
-        let mut config_map: Array<&mut MapData, CpuConfig> = map_mut(ebpf, "CPU_CONFIG")?;
+        let mut config_map: Array<MapData, CpuConfig> = take_map(ebpf, "CPU_CONFIG")?;
         config_map
             .set(0, config, 0)
             .map_err(|source| BpfError::Map {
@@ -110,12 +118,21 @@ impl CpuCollector {
                 })?;
         }
         Ok(CpuCollector {
+            config,
+            config_map,
             events: take_map(ebpf, "EVENTS")?,
             counts: take_map(ebpf, "CPU_COUNTS")?,
-            user_stacks: take_map(ebpf, "USER_STACKS")?,
-            kernel_stacks: take_map(ebpf, "KERNEL_STACKS")?,
+            user_stacks: [
+                take_map(ebpf, "USER_STACKS_0")?,
+                take_map(ebpf, "USER_STACKS_1")?,
+            ],
+            kernel_stacks: [
+                take_map(ebpf, "KERNEL_STACKS_0")?,
+                take_map(ebpf, "KERNEL_STACKS_1")?,
+            ],
             counters: take_map(ebpf, "COUNTERS")?,
             stack_cache: StdHashMap::new(),
+            stacks_evicted: 0,
         })
     }
 
@@ -143,30 +160,81 @@ impl CpuCollector {
         n
     }
 
-    /// Removes and returns the samples counted in the kernel so far.
-    pub fn take_counts(&mut self) -> Vec<(StackCountKey, StackCount)> {
-        let entries: Vec<_> = self.counts.iter().filter_map(Result::ok).collect();
+    /// Removes and returns the counts of the retired epoch: the kernel stopped incrementing
+    /// them a full drain period ago, so nothing is lost between reading and removing.
+    /// Their stack ids are still readable until [`Self::rotate`].
+    pub fn take_retired_counts(&mut self) -> Vec<(StackCountKey, StackCount)> {
+        let current = self.config.epoch;
+        self.take_counts_where(|key| key.epoch != current)
+    }
+
+    /// At the end of a profile: every count, of both epochs.
+    pub fn take_all_counts(&mut self) -> Vec<(StackCountKey, StackCount)> {
+        self.take_counts_where(|_| true)
+    }
+
+    fn take_counts_where(
+        &mut self,
+        wanted: impl Fn(&StackCountKey) -> bool,
+    ) -> Vec<(StackCountKey, StackCount)> {
+        let entries: Vec<_> = self
+            .counts
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, _)| wanted(key))
+            .collect();
         for (key, _) in &entries {
             let _ = self.counts.remove(key);
         }
         entries
     }
 
-    /// Frames of a stack id (instruction pointer first); empty for "no stack" ids.
-    pub fn stack(&mut self, kernel: bool, id: i32) -> &[u64] {
-        if id < 0 {
+    /// Clears the retired epoch's stack maps (read by now: its last samples were handled
+    /// before its counts were taken) and makes it current; the current one retires.
+    /// Called once per drain period, after `take_retired_counts`.
+    pub fn rotate(&mut self) -> Result<(), BpfError> {
+        let retired = self.config.epoch ^ 1;
+        for kernel in [true, false] {
+            let map = if kernel {
+                &mut self.kernel_stacks[retired as usize]
+            } else {
+                &mut self.user_stacks[retired as usize]
+            };
+            let ids: Vec<u32> = map.stack_ids().filter_map(Result::ok).collect();
+            for id in ids {
+                let _ = map.remove(&id);
+            }
+        }
+        self.stack_cache
+            .retain(|(_, epoch, _), _| *epoch != retired);
+        self.config.epoch = retired;
+        self.config_map
+            .set(0, self.config, 0)
+            .map_err(|source| BpfError::Map {
+                name: "CPU_CONFIG",
+                source,
+            })
+    }
+
+    /// Frames of a stack id of `epoch` (instruction pointer first); empty for "no stack" ids.
+    pub fn stack(&mut self, kernel: bool, epoch: u32, id: i32) -> &[u64] {
+        if id < 0 || epoch > 1 {
             return &[];
         }
         let map = if kernel {
-            &self.kernel_stacks
+            &self.kernel_stacks[epoch as usize]
         } else {
-            &self.user_stacks
+            &self.user_stacks[epoch as usize]
         };
+        let evicted = &mut self.stacks_evicted;
         self.stack_cache
-            .entry((kernel, id))
+            .entry((kernel, epoch, id))
             .or_insert_with(|| match map.get(&(id as u32), 0) {
                 Ok(trace) => trace.frames().iter().map(|f| f.ip).collect(),
-                Err(_) => Vec::new(),
+                Err(_) => {
+                    *evicted += 1;
+                    Vec::new()
+                }
             })
     }
 
@@ -181,6 +249,7 @@ impl CpuCollector {
                     .unwrap_or(0);
                 (counter::NAMES[i as usize].to_string(), total)
             })
+            .chain([("drop_stack_evicted".to_string(), self.stacks_evicted)])
             .collect()
     }
 }

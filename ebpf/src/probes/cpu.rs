@@ -29,11 +29,15 @@ static CPU_CONFIG: Array<CpuConfig> = Array::with_max_entries(1, 0);
 static CPU_COUNTS: HashMap<StackCountKey, StackCount> =
     HashMap::with_max_entries(MAX_STACK_COUNTS, 0);
 
-#[map(name = "USER_STACKS")]
-static USER_STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACK_TRACES, 0);
-
-#[map(name = "KERNEL_STACKS")]
-static KERNEL_STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACK_TRACES, 0);
+// Two sets of stack maps, alternating by `CpuConfig::epoch` (see there).
+#[map(name = "USER_STACKS_0")]
+static USER_STACKS_0: StackTrace = StackTrace::with_max_entries(MAX_STACK_TRACES, 0);
+#[map(name = "USER_STACKS_1")]
+static USER_STACKS_1: StackTrace = StackTrace::with_max_entries(MAX_STACK_TRACES, 0);
+#[map(name = "KERNEL_STACKS_0")]
+static KERNEL_STACKS_0: StackTrace = StackTrace::with_max_entries(MAX_STACK_TRACES, 0);
+#[map(name = "KERNEL_STACKS_1")]
+static KERNEL_STACKS_1: StackTrace = StackTrace::with_max_entries(MAX_STACK_TRACES, 0);
 
 /// No stack of that kind in this sample (distinct from negative errno failures).
 const NO_STACK: i32 = -1;
@@ -59,30 +63,32 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
         return 0;
     };
     let regs = unsafe { &(*ctx.ctx).regs };
+    let epoch = config.epoch & 1;
     let kernel_stack_id = if in_user_mode(regs) {
         NO_STACK
     } else {
-        match ctx.get_stackid(&KERNEL_STACKS, 0) {
-            Ok(id) => id as i32,
-            Err(e) => {
-                counters::increment(counter::DROP_KERNEL_STACK);
-                e.min(-2)
-            }
-        }
+        kernel_stack_id(&ctx, epoch)
     };
     let user_regs = current_user_regs(regs);
     let comm = bpf_get_current_comm().unwrap_or_default();
 
     match user_regs {
-        Some(user_regs) if config.unwind != UNWIND_FRAME_POINTERS => {
-            send_copied(&ctx, config, tgid, tid, kernel_stack_id, user_regs, comm)
-        }
+        Some(user_regs) if config.unwind != UNWIND_FRAME_POINTERS => send_copied(
+            &ctx,
+            config,
+            epoch,
+            tgid,
+            tid,
+            kernel_stack_id,
+            user_regs,
+            comm,
+        ),
         Some(_) => {
-            let user_stack_id = user_stack_id(&ctx);
-            count(tgid, tid, user_stack_id, kernel_stack_id, comm)
+            let user_stack_id = user_stack_id(&ctx, epoch);
+            count(tgid, tid, user_stack_id, kernel_stack_id, epoch, comm)
         }
         // A kernel thread: kernel frames are all there is, and frame pointers suffice.
-        None => count(tgid, tid, NO_STACK, kernel_stack_id, comm),
+        None => count(tgid, tid, NO_STACK, kernel_stack_id, epoch, comm),
     }
     0
 }
@@ -111,8 +117,30 @@ fn current_user_regs(regs: &pt_regs) -> Option<UserRegs> {
 }
 
 #[inline(always)]
-fn user_stack_id(ctx: &PerfEventContext) -> i32 {
-    match ctx.get_stackid(&USER_STACKS, BPF_F_USER_STACK as u64) {
+fn kernel_stack_id(ctx: &PerfEventContext, epoch: u32) -> i32 {
+    let id = if epoch == 0 {
+        ctx.get_stackid(&KERNEL_STACKS_0, 0)
+    } else {
+        ctx.get_stackid(&KERNEL_STACKS_1, 0)
+    };
+    match id {
+        Ok(id) => id as i32,
+        Err(e) => {
+            counters::increment(counter::DROP_KERNEL_STACK);
+            e.min(-2)
+        }
+    }
+}
+
+#[inline(always)]
+fn user_stack_id(ctx: &PerfEventContext, epoch: u32) -> i32 {
+    let flags = BPF_F_USER_STACK as u64;
+    let id = if epoch == 0 {
+        ctx.get_stackid(&USER_STACKS_0, flags)
+    } else {
+        ctx.get_stackid(&USER_STACKS_1, flags)
+    };
+    match id {
         Ok(id) => id as i32,
         Err(e) => {
             counters::increment(counter::DROP_USER_STACK);
@@ -122,12 +150,13 @@ fn user_stack_id(ctx: &PerfEventContext) -> i32 {
 }
 
 #[inline(always)]
-fn count(pid: u32, tid: u32, user_stack_id: i32, kernel_stack_id: i32, comm: [u8; 16]) {
+fn count(pid: u32, tid: u32, user_stack_id: i32, kernel_stack_id: i32, epoch: u32, comm: [u8; 16]) {
     let key = StackCountKey {
         pid,
         tid,
         user_stack_id,
         kernel_stack_id,
+        epoch,
     };
     if let Some(value) = CPU_COUNTS.get_ptr_mut(&key) {
         // Racing increments of one key from two CPUs may lose a count; an atomic add would
@@ -147,6 +176,7 @@ fn count(pid: u32, tid: u32, user_stack_id: i32, kernel_stack_id: i32, comm: [u8
 fn send_copied(
     ctx: &PerfEventContext,
     config: &CpuConfig,
+    epoch: u32,
     pid: u32,
     tid: u32,
     kernel_stack_id: i32,
@@ -166,7 +196,7 @@ fn send_copied(
     // A copy that ended before the limit reached the top of the stack: it holds every frame.
     // Otherwise the kernel's frame-pointer walk may be needed beyond it.
     let user_stack_id = if stack_len == 0 || stack_len >= config.stack_copy_bytes {
-        user_stack_id(ctx)
+        user_stack_id(ctx, epoch)
     } else {
         NO_STACK
     };
@@ -178,6 +208,7 @@ fn send_copied(
         header.kernel_stack_id = kernel_stack_id;
         header.user_stack_id = user_stack_id;
         header.stack_len = stack_len;
+        header.epoch = epoch;
         header.regs = regs;
         header.comm = comm;
     }

@@ -35,6 +35,10 @@ pub struct CpuConfig {
     pub unwind: u32,
     /// Bytes of user stack to copy, at most [`STACK_COPY_BYTES`].
     pub stack_copy_bytes: u32,
+    /// Which of the two sets of stack maps (`*_STACKS_0`/`_1`) new samples use. Userspace
+    /// flips it every drain: the retired set is read, then cleared a full period later, so
+    /// stack maps never fill up on long profiles and no in-flight id is ever reused.
+    pub epoch: u32,
 }
 
 /// Key of the in-kernel sample counts. A negative stack id means "none" (`-1`: not
@@ -46,6 +50,9 @@ pub struct StackCountKey {
     pub tid: u32,
     pub user_stack_id: i32,
     pub kernel_stack_id: i32,
+    /// The `CpuConfig::epoch` of the stack ids (and of the count: keys of a retired epoch
+    /// are no longer incremented, so draining them loses nothing).
+    pub epoch: u32,
 }
 
 #[repr(C)]
@@ -72,13 +79,16 @@ pub struct SampleHeader {
     pub kind: u32,
     pub pid: u32,
     pub tid: u32,
-    /// Kernel stack id in `KERNEL_STACKS`, or negative (none / failed).
+    /// Kernel stack id in `KERNEL_STACKS_<epoch>`, or negative (none / failed).
     pub kernel_stack_id: i32,
-    /// Frame-pointer user stack id in `USER_STACKS`: extends the copied stack when the
+    /// Frame-pointer user stack id in `USER_STACKS_<epoch>`: extends the copied stack when the
     /// copy is too short to unwind to the root.
     pub user_stack_id: i32,
     /// Valid bytes in `StackSample::stack`, starting at `regs.sp`; 0 when the copy failed.
     pub stack_len: u32,
+    /// The `CpuConfig::epoch` of the stack ids.
+    pub epoch: u32,
+    pub _reserved: u32,
     pub regs: UserRegs,
     pub comm: [u8; COMM_LEN],
 }
