@@ -167,7 +167,12 @@ fn ctrl_c_ends_early_and_still_writes_the_profile() {
         out.to_str().expect("utf-8"),
     ]);
     let started = std::time::Instant::now();
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    // Something to sample: an idle host may give no sample at all in a second.
+    let workload = Command::new(fixture("c/split"))
+        .arg("1")
+        .output()
+        .expect("run split");
+    assert!(workload.status.success());
     unsafe { libc::kill(loupe.id() as i32, libc::SIGINT) };
     wait_success(loupe, "interrupted profile");
     assert!(
@@ -175,7 +180,11 @@ fn ctrl_c_ends_early_and_still_writes_the_profile() {
         "Ctrl-C did not end the profile early"
     );
     let stacks = read_folded(&out);
-    assert!(!stacks.is_empty(), "no profile written after Ctrl-C");
+    let split_samples = count_where(&stacks, |s| s.process() == "split");
+    assert!(
+        split_samples > 50,
+        "profile written after Ctrl-C has {split_samples} samples of the workload"
+    );
 }
 
 #[test]
