@@ -271,7 +271,11 @@ impl ModuleCache {
             }
             Err(e) => {
                 log::debug!("pid {pid}: {e}");
-                self.by_key.insert(key, None);
+                // A file that is not ELF stays so; one we could not open (its process
+                // exited first) may open through the next process that maps it.
+                if matches!(e, ModuleError::NotElf(..)) {
+                    self.by_key.insert(key, None);
+                }
                 None
             }
         }
