@@ -5,7 +5,10 @@ use std::{path::Path, process::ExitCode};
 
 use aya::programs::{PerfEvent, TracePoint};
 
-use crate::bpf;
+use crate::{
+    bpf,
+    collectors::targets::{TRACEPOINTS, TRACEPOINT_CATEGORY},
+};
 
 #[derive(Debug, serde::Serialize)]
 pub struct Check {
@@ -20,25 +23,6 @@ pub struct Check {
 }
 
 const CPU: &str = "CPU profiling (loupe profile)";
-
-/// Tracepoints loupe attaches to, with what uses them.
-const TRACEPOINTS: [(&str, &str, &str); 3] = [
-    (
-        "sched",
-        "sched_process_fork",
-        "following a launched command's children",
-    ),
-    (
-        "sched",
-        "sched_process_exec",
-        "reloading a process's mappings after exec",
-    ),
-    (
-        "sched",
-        "sched_process_exit",
-        "noticing that a profiled process exited",
-    ),
-];
 
 pub fn run(json: bool) -> anyhow::Result<ExitCode> {
     let checks = collect();
@@ -89,8 +73,8 @@ pub fn collect() -> Vec<Check> {
         "Go runtime and TLS probes (later capabilities)",
         false,
     ));
-    for (category, name, used_for) in TRACEPOINTS {
-        checks.push(tracepoint(category, name, used_for, tracefs_ok));
+    for (name, used_for) in TRACEPOINTS {
+        checks.push(tracepoint(TRACEPOINT_CATEGORY, name, used_for, tracefs_ok));
     }
     checks.push(kprobes());
     checks
@@ -179,7 +163,7 @@ fn bpf_programs(can_try: bool) -> Check {
             .try_into()
             .map_err(|e| format!("{e}"))?;
         perf.load().map_err(|e| format!("cpu_sample: {e}"))?;
-        for (_, name, _) in TRACEPOINTS {
+        for (name, _) in TRACEPOINTS {
             let tp: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or("missing tracepoint program")?

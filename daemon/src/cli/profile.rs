@@ -344,10 +344,7 @@ impl Session {
             (Some(addrs), Some(process)) => {
                 frames.extend(user_frames(&addrs, |a| process.resolve(a)))
             }
-            _ => frames.extend(user_frames(&fp_frames, |a| UserAddress::Unnamed {
-                label: "[unknown]".into(),
-                offset: a,
-            })),
+            _ => frames.extend(user_frames(&fp_frames, UserAddress::unknown)),
         }
         let comm = if before_exec {
             thread_comm
@@ -378,10 +375,7 @@ impl Session {
             if !user.is_empty() {
                 match self.processes.get(key.pid) {
                     Some(process) => frames.extend(user_frames(&user, |a| process.resolve(a))),
-                    None => frames.extend(user_frames(&user, |a| UserAddress::Unnamed {
-                        label: "[unknown]".into(),
-                        offset: a,
-                    })),
+                    None => frames.extend(user_frames(&user, UserAddress::unknown)),
                 }
             }
             let comm = self.process_name(key.pid, &value.comm);

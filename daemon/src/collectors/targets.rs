@@ -53,10 +53,24 @@ pub struct Targets {
     map: HashMap<MapData, u32, u8>,
 }
 
-const TRACEPOINTS: [&str; 3] = [
-    "sched_process_fork",
-    "sched_process_exec",
-    "sched_process_exit",
+/// Category of the tracepoints below.
+pub const TRACEPOINT_CATEGORY: &str = "sched";
+
+/// The tracepoints target tracking attaches (program and tracepoint share the name), with
+/// what each is for (`loupe check` reports them).
+pub const TRACEPOINTS: [(&str, &str); 3] = [
+    (
+        "sched_process_fork",
+        "following a launched command's children",
+    ),
+    (
+        "sched_process_exec",
+        "reloading a process's mappings after exec",
+    ),
+    (
+        "sched_process_exit",
+        "noticing that a profiled process exited",
+    ),
 ];
 
 impl Targets {
@@ -89,8 +103,8 @@ impl Targets {
             TargetSpec::Command(_) => targets.insert(std::process::id(), TARGET_FOLLOW_CHILDREN)?,
             TargetSpec::All => {}
         }
-        for name in TRACEPOINTS {
-            let what = format!("tracepoint sched:{name}");
+        for (name, _) in TRACEPOINTS {
+            let what = format!("tracepoint {TRACEPOINT_CATEGORY}:{name}");
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or_else(|| BpfError::Program {
@@ -107,7 +121,7 @@ impl Targets {
                 source,
             })?;
             program
-                .attach("sched", name)
+                .attach(TRACEPOINT_CATEGORY, name)
                 .map_err(|source| BpfError::Program { what, source })?;
         }
         Ok(targets)

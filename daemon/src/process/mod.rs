@@ -34,6 +34,16 @@ pub enum UserAddress {
     Unnamed { label: Arc<str>, offset: u64 },
 }
 
+impl UserAddress {
+    /// An address in no mapping we know of.
+    pub fn unknown(avma: u64) -> UserAddress {
+        UserAddress::Unnamed {
+            label: "[unknown]".into(),
+            offset: avma,
+        }
+    }
+}
+
 pub struct Process {
     /// The process's name (`/proc/PID/comm` of the group leader).
     pub comm: Option<String>,
@@ -73,10 +83,7 @@ impl Process {
                 };
                 UserAddress::Unnamed { label, offset }
             }
-            None => UserAddress::Unnamed {
-                label: "[unknown]".into(),
-                offset: avma,
-            },
+            None => UserAddress::unknown(avma),
         }
     }
 }
@@ -106,7 +113,8 @@ impl ProcessTable {
     }
 
     /// Rereads the maps of `pid` if any of `avmas` is outside them (a library mapped since we
-    /// read them), at most every [`RELOAD_INTERVAL`]. Returns whether it reread them.
+    /// read them), as often as [`QUICK_RELOADS`] and the reload intervals allow. Returns
+    /// whether it reread them.
     pub fn refresh_for(&mut self, pid: u32, avmas: &[u64]) -> bool {
         let Some(current) = self.processes.get(&pid) else {
             return false;

@@ -45,24 +45,20 @@ pub(super) fn cstr_at(data: &[u8], off: usize) -> Option<String> {
 /// An unsigned LEB128 varint as Go's runtime reads it (`readvarint`): at most 32 bits.
 /// Returns the value and the number of bytes it took.
 pub(super) fn uvarint32(data: &[u8], off: usize) -> Option<(u32, usize)> {
-    let mut v: u32 = 0;
-    let mut shift = 0u32;
-    for n in 0..5 {
-        let b = u8_at(data, off.checked_add(n)?)?;
-        v |= u32::from(b & 0x7f).checked_shl(shift)?;
-        if b & 0x80 == 0 {
-            return Some((v, n + 1));
-        }
-        shift += 7;
-    }
-    None // longer than any 32-bit value: malformed
+    // Bits past 32 are dropped, as the runtime's uint32 accumulator drops them.
+    uvarint(data, off, 5).map(|(v, n)| (v as u32, n))
 }
 
 /// An unsigned varint of any width up to 64 bits (build info string lengths).
 pub(super) fn uvarint64(data: &[u8], off: usize) -> Option<(u64, usize)> {
+    uvarint(data, off, 10)
+}
+
+/// A varint of at most `max_bytes` bytes; longer is malformed.
+fn uvarint(data: &[u8], off: usize, max_bytes: usize) -> Option<(u64, usize)> {
     let mut v: u64 = 0;
     let mut shift = 0u32;
-    for n in 0..10 {
+    for n in 0..max_bytes {
         let b = u8_at(data, off.checked_add(n)?)?;
         v |= u64::from(b & 0x7f).checked_shl(shift)?;
         if b & 0x80 == 0 {
