@@ -7,7 +7,10 @@ use aya::programs::{PerfEvent, TracePoint};
 
 use crate::{
     bpf,
-    collectors::targets::{TRACEPOINTS, TRACEPOINT_CATEGORY},
+    collectors::{
+        sched,
+        targets::{TRACEPOINTS, TRACEPOINT_CATEGORY},
+    },
 };
 
 #[derive(Debug, serde::Serialize)]
@@ -23,6 +26,7 @@ pub struct Check {
 }
 
 const CPU: &str = "CPU profiling (loupe profile)";
+const SCHED: &str = "scheduling profiles: off-CPU time, run-queue latency, per-thread totals";
 
 pub fn run(json: bool) -> anyhow::Result<ExitCode> {
     let checks = collect();
@@ -74,7 +78,18 @@ pub fn collect() -> Vec<Check> {
         false,
     ));
     for (name, used_for) in TRACEPOINTS {
-        checks.push(tracepoint(TRACEPOINT_CATEGORY, name, used_for, tracefs_ok));
+        checks.push(tracepoint(
+            TRACEPOINT_CATEGORY,
+            name,
+            used_for,
+            tracefs_ok,
+            true,
+        ));
+    }
+    let can_load_sched = checks[0].ok && checks[1].ok && tracefs_ok;
+    checks.push(sched_programs(can_load_sched));
+    for (name, used_for) in sched::TRACEPOINTS {
+        checks.push(tracepoint("sched", name, used_for, tracefs_ok, false));
     }
     checks.push(kprobes());
     checks
@@ -117,7 +132,7 @@ fn btf() -> Check {
         } else {
             "no /sys/kernel/btf/vmlinux (kernel built without CONFIG_DEBUG_INFO_BTF)".into()
         },
-        disables: "BTF tracepoints used by scheduling and lock profiles (later capabilities)",
+        disables: "BTF tracepoints: scheduling profiles (and lock profiles, later)",
         required_for_cpu: false,
     }
 }
@@ -191,6 +206,34 @@ fn bpf_programs(can_try: bool) -> Check {
     }
 }
 
+/// Loads (without attaching) the scheduling programs against the kernel's BTF: the verifier
+/// accepts them and the BTF tracepoints they name exist.
+fn sched_programs(can_try: bool) -> Check {
+    let name = "scheduling programs (BTF)";
+    let result = if can_try {
+        (|| -> Result<usize, String> {
+            let mut ebpf = bpf::load().map_err(|e| e.to_string())?;
+            let btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
+            for (program, _) in sched::TRACEPOINTS {
+                sched::load_program(&mut ebpf, program, &btf).map_err(|e| format!("{e:#}"))?;
+            }
+            Ok(sched::TRACEPOINTS.len())
+        })()
+    } else {
+        Err("not tried (needs root, kernel BTF and tracefs)".into())
+    };
+    Check {
+        name,
+        ok: result.is_ok(),
+        detail: match result {
+            Ok(n) => format!("{n} BTF tracepoint programs verified and loaded"),
+            Err(e) => e,
+        },
+        disables: SCHED,
+        required_for_cpu: false,
+    }
+}
+
 /// Opens (and closes) a software cpu-clock counter on CPU 0 for all processes.
 /// From linux/perf_event.h.
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
@@ -248,6 +291,7 @@ fn tracepoint(
     name: &'static str,
     used_for: &'static str,
     tracefs_ok: bool,
+    required_for_cpu: bool,
 ) -> Check {
     let path = Path::new(bpf::TRACEFS)
         .join("events")
@@ -265,7 +309,7 @@ fn tracepoint(
             "tracefs unavailable".into()
         },
         disables: used_for,
-        required_for_cpu: true,
+        required_for_cpu,
     }
 }
 

@@ -6,6 +6,10 @@
 
 #[path = "types/cpu.rs"]
 pub mod cpu;
+#[path = "types/histogram.rs"]
+pub mod histogram;
+#[path = "types/sched.rs"]
+pub mod sched;
 #[path = "types/targets.rs"]
 pub mod targets;
 
