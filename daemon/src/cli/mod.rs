@@ -1,5 +1,6 @@
 //! Command line: `loupe check` and `loupe profile`.
 
+mod debug_sched;
 mod profile;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -29,6 +30,19 @@ pub enum Command {
     },
     /// Sample on-CPU stacks of processes, a command, or the whole host, to a file.
     Profile(ProfileArgs),
+    /// Scheduling probes on processes, printed as JSON (for tests; see cli/debug_sched.rs).
+    #[command(hide = true)]
+    DebugSched(DebugSchedArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DebugSchedArgs {
+    /// Process to observe (all its threads); repeat for more.
+    #[arg(short, long = "pid", value_name = "PID", required = true)]
+    pub pid: Vec<u32>,
+    /// Longest run; it ends earlier when every process exited.
+    #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -98,6 +112,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { json } => crate::check::run(json),
         Command::Profile(args) => profile::run(args),
+        Command::DebugSched(args) => debug_sched::run(args),
     }
 }
 
