@@ -63,32 +63,45 @@ pub fn run(args: DebugSchedArgs) -> anyhow::Result<ExitCode> {
             runq_stats: true,
         },
     )?;
-    // Ground truth over the same window, for tests: the kernel's own per-thread totals.
-    let schedstat_start = read_schedstats(&args.pid);
     eprintln!("loupe: attached");
     let started = Instant::now();
     let mut state = State::default();
+    // Totals count from the first generation after the warm-up, when every running thread
+    // has switched out once and so is tracked; ground truth (the kernel's own per-thread
+    // totals, for tests) is read at the same instant.
+    let mut window_generation = collector.generation();
+    let mut schedstat_start = read_schedstats(&args.pid);
+    let mut warming_up = !args.warmup.is_zero();
     let mut last_rotation = Instant::now();
     loop {
         std::thread::sleep(POLL);
         state.read_events(&mut events, &mut collector);
-        let ended = started.elapsed() >= args.duration
-            || args
-                .pid
-                .iter()
-                .all(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        let ended = started.elapsed() >= args.duration || !args.pid.iter().any(|&p| alive(p));
         if ended {
             break;
         }
-        if last_rotation.elapsed() >= PERIOD {
+        let warmed_up = warming_up && started.elapsed() >= args.warmup;
+        if warmed_up || last_rotation.elapsed() >= PERIOD {
             let drain = collector.take_retired();
-            state.add(&mut collector, drain);
+            if collector.generation().wrapping_sub(1) >= window_generation && !warming_up {
+                state.add(&mut collector, drain);
+            }
             collector.rotate()?;
             last_rotation = Instant::now();
+            if warmed_up {
+                window_generation = collector.generation();
+                schedstat_start = read_schedstats(&args.pid);
+                warming_up = false;
+            }
         }
+    }
+    if warming_up {
+        bail!("the run ended before the warm-up did");
     }
     state.read_events(&mut events, &mut collector);
     let schedstat_end = read_schedstats(&args.pid);
+    // Both maps: the current generation's, and the retired one's, which is empty or of the
+    // window (it was drained when the window began).
     let drain = collector.take_all();
     state.add(&mut collector, drain);
     let elapsed = started.elapsed();
@@ -262,6 +275,18 @@ impl State {
                 .map(|(name, n)| (name, n.into()))
                 .collect::<serde_json::Map<_, _>>(),
         })
+    }
+}
+
+/// Whether `pid` exists and has not exited (a zombie waiting for its parent has).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesized command name, which may contain spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
 

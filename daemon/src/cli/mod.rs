@@ -43,6 +43,10 @@ pub struct DebugSchedArgs {
     /// Longest run; it ends earlier when every process exited.
     #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Time at the start whose data is left out (threads are tracked from their first
+    /// switch-out on); ground truth is read when it ends.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
 }
 
 #[derive(Args, Debug)]
