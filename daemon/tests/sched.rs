@@ -288,3 +288,61 @@ fn run_queue_waits_match_the_kernels_schedstat() {
     assert!(waits > 0);
     assert_no_time_lost(&report);
 }
+
+#[test]
+fn threads_born_while_traced_are_tracked_from_their_first_run() {
+    assert_root();
+    let _serial = serial();
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // A shell that becomes hogs on a word from us: every hog thread is born after attach.
+    let mut shell = Command::new("sh")
+        .args(["-c", "echo $$; read go && exec \"$0\" \"$@\""])
+        .arg(fixture("c/hogs"))
+        .args([(2 * cpus).to_string(), "8".to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start sh");
+    let mut stdout = BufReader::new(shell.stdout.take().expect("piped stdout")).lines();
+    let pid: u32 = stdout
+        .next()
+        .expect("the shell's pid")
+        .expect("read")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let mut stdin = shell.stdin.take().expect("piped stdin");
+    let report = debug_sched(pid, &["-d", "3s"], || {
+        writeln!(stdin, "go").expect("start hogs");
+    });
+    let started: Value =
+        serde_json::from_str(&stdout.next().expect("a line").expect("read")).expect("hogs JSON");
+    let _ = shell.kill();
+    let _ = shell.wait();
+
+    let totals = report["threads"].as_array().expect("threads");
+    for tid in started["tids"].as_array().expect("tids") {
+        let tid = tid.as_u64().expect("a tid");
+        let ours = totals
+            .iter()
+            .find(|t| u64_at(t, "tid") == tid)
+            .unwrap_or_else(|| panic!("no totals for hog thread {tid}"));
+        // Born after loupe read schedstat: the thread's whole life is in the window.
+        let truth = &report["schedstat"][tid.to_string()];
+        let context = format!("ours: {ours}\ntruth: {truth}");
+        for (what, ours_key, truth_key) in [
+            ("run-queue wait", "runq_wait_ns", "runq_wait_ns"),
+            ("on-CPU time", "oncpu_ns", "oncpu_ns"),
+            ("time slices", "runq_waits", "timeslices"),
+        ] {
+            assert_within(
+                &format!("{what} of new hog {tid}"),
+                u64_at(ours, ours_key),
+                u64_at(truth, truth_key),
+                0.10,
+                &context,
+            );
+        }
+    }
+    assert_no_time_lost(&report);
+}

@@ -98,8 +98,9 @@ pub fn run(args: DebugSchedArgs) -> anyhow::Result<ExitCode> {
     if warming_up {
         bail!("the run ended before the warm-up did");
     }
-    state.read_events(&mut events, &mut collector);
+    collector.stop()?;
     let schedstat_end = read_schedstats(&args.pid);
+    state.read_events(&mut events, &mut collector);
     // Both maps: the current generation's, and the retired one's, which is empty or of the
     // window (it was drained when the window began).
     let drain = collector.take_all();
@@ -109,17 +110,16 @@ pub fn run(args: DebugSchedArgs) -> anyhow::Result<ExitCode> {
     report["generations"] = collector.generation().into();
     report["schedstat"] = schedstat_end
         .iter()
-        .filter_map(|(tid, end)| {
-            let start = schedstat_start.get(tid)?;
+        .map(|(tid, end)| {
+            // A thread born since the start started from zero.
+            let start = schedstat_start.get(tid).copied().unwrap_or([0; 3]);
             let delta = |i: usize| end[i].saturating_sub(start[i]);
-            Some((
-                tid.to_string(),
-                serde_json::json!({
-                    "oncpu_ns": delta(0),
-                    "runq_wait_ns": delta(1),
-                    "timeslices": delta(2),
-                }),
-            ))
+            let totals = serde_json::json!({
+                "oncpu_ns": delta(0),
+                "runq_wait_ns": delta(1),
+                "timeslices": delta(2),
+            });
+            (tid.to_string(), totals)
         })
         .collect::<serde_json::Map<_, _>>()
         .into();

@@ -18,6 +18,8 @@
 //! blocked for minutes still adds its time exactly, under a key whose stacks userspace
 //! resolved long ago (keep them by key: see [`SchedCollector::stack`]).
 
+mod btf;
+
 use std::collections::HashMap as StdHashMap;
 
 use aya::{
@@ -38,7 +40,7 @@ use crate::bpf::BpfError;
 
 /// The BTF tracepoints this capability attaches (program and tracepoint share the name),
 /// with what each is for (`loupe check` reports them).
-pub const TRACEPOINTS: [(&str, &str); 2] = [
+pub const TRACEPOINTS: [(&str, &str); 3] = [
     (
         "sched_switch",
         "off-CPU and run-queue profiles, per-thread scheduling totals",
@@ -47,7 +49,14 @@ pub const TRACEPOINTS: [(&str, &str); 2] = [
         "sched_wakeup",
         "ending blocked time: off-CPU time and run-queue waits after sleeps",
     ),
+    (
+        "sched_wakeup_new",
+        "tracking threads from their first run, not their first switch-out",
+    ),
 ];
+
+/// Where the kernel's BTF is (the scheduling programs need it).
+pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// What to record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +126,18 @@ pub struct SchedCollector {
 impl SchedCollector {
     /// Configures the maps, then loads and attaches the BTF tracepoints.
     pub fn attach(ebpf: &mut Ebpf, options: SchedOptions) -> Result<SchedCollector, BpfError> {
+        // Without the layout, new threads are tracked from their first switch-out: their
+        // first run-queue wait and time slice are missed, nothing else.
+        let layout = std::fs::read(KERNEL_BTF)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| btf::task_layout(&bytes).map_err(|e| e.to_string()));
+        let (task_pid_offset, task_tgid_offset) = match layout {
+            Ok(layout) => (layout.pid, layout.tgid),
+            Err(e) => {
+                log::warn!("new threads are tracked from their first switch-out: {e}");
+                (0, 0)
+            }
+        };
         let config = SchedConfig {
             generation: 0,
             flags: if options.offcpu_stacks {
@@ -129,6 +150,8 @@ impl SchedCollector {
                 0
             },
             stack_copy_bytes: loupe_ebpf::cpu::STACK_COPY_BYTES as u32,
+            task_pid_offset,
+            task_tgid_offset,
             _reserved: 0,
         };
         let mut config_map: Array<MapData, SchedConfig> = take_map(ebpf, "SCHED_CONFIG")?;
@@ -166,8 +189,7 @@ impl SchedCollector {
             stacks_evicted: 0,
         };
         let btf = Btf::from_sys_fs().map_err(|e| BpfError::Program {
-            what: "reading kernel BTF (/sys/kernel/btf/vmlinux) for the scheduling tracepoints"
-                .into(),
+            what: format!("reading kernel BTF ({KERNEL_BTF}) for the scheduling tracepoints"),
             source: aya::programs::ProgramError::Btf(e),
         })?;
         for (name, _) in TRACEPOINTS {
@@ -197,8 +219,20 @@ impl SchedCollector {
         drain
     }
 
-    /// At the end: everything both generations' maps hold (stop the programs first, or
-    /// accept that increments made while this runs may be missed).
+    /// Makes the programs record nothing more (they stay attached, and return at once):
+    /// call it before [`Self::take_all`], so nothing is added while the maps are read.
+    pub fn stop(&mut self) -> Result<(), BpfError> {
+        self.config.flags = 0;
+        self.config_map
+            .set(0, self.config, 0)
+            .map_err(|source| BpfError::Map {
+                name: "SCHED_CONFIG",
+                source,
+            })
+    }
+
+    /// At the end: everything both generations' maps hold (after [`Self::stop`], or accept
+    /// that increments made while this runs may be missed).
     pub fn take_all(&mut self) -> SchedDrain {
         let mut drain = SchedDrain::default();
         for index in [0, 1] {

@@ -1,19 +1,22 @@
-//! Scheduling: BTF tracepoints on `sched_switch` and `sched_wakeup` time every observed
-//! thread's on-CPU, blocked (off-CPU) and runnable (run-queue) intervals in the kernel, and
-//! add them to totals userspace drains (see `loupe_ebpf::sched` for the maps and events).
+//! Scheduling: BTF tracepoints on `sched_switch`, `sched_wakeup` and `sched_wakeup_new`
+//! time every observed thread's on-CPU, blocked (off-CPU) and runnable (run-queue)
+//! intervals in the kernel, and add them to totals userspace drains (see
+//! `loupe_ebpf::sched` for the maps and events).
 //!
 //! Thread state is keyed by the `task_struct` address: the tracepoints hand us task
-//! pointers (`next`, the woken task) whose pid fields would need kernel-specific offsets,
-//! and the address is unique among live tasks. An entry is created at a thread's first
-//! switch-out (then `current` is that thread: its tid, tgid and target status are known),
-//! and removed at its last one (`TASK_DEAD`), before the address can be reused.
+//! pointers (`next`, the woken task), the address is unique among live tasks, and using it
+//! costs nothing, where reading the ids behind it would cost a probe read per event. An
+//! entry is created when a new thread is first woken (its ids read once, at offsets
+//! userspace found in the kernel's BTF), or, for threads that existed before, at their
+//! first switch-out (then `current` is that thread); it is removed at the thread's last
+//! switch-out (`TASK_DEAD`), before the address can be reused.
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{bpf_get_current_task, bpf_ktime_get_ns},
     },
     macros::{btf_tracepoint, map},
@@ -111,10 +114,13 @@ fn increment(index: u32) {
     }
 }
 
+/// A copy of the settings: one invocation must use one generation throughout, even if
+/// userspace rotates meanwhile (a run-queue wait's totals and histogram bucket go to the
+/// same generation's maps).
 #[inline(always)]
-fn config() -> Option<&'static SchedConfig> {
+fn config() -> Option<SchedConfig> {
     match SCHED_CONFIG.get(0) {
-        Some(c) if c.flags != 0 => Some(c),
+        Some(c) if c.flags != 0 => Some(*c),
         _ => None,
     }
 }
@@ -129,8 +135,15 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let prev_state: u64 = ctx.arg(3);
     let now = unsafe { bpf_ktime_get_ns() };
     let prev = unsafe { bpf_get_current_task() };
-    switch_out(&ctx, config, prev, preempt & 1 != 0, prev_state as u32, now);
-    switch_in(config, next, now);
+    switch_out(
+        &ctx,
+        &config,
+        prev,
+        preempt & 1 != 0,
+        prev_state as u32,
+        now,
+    );
+    switch_in(&config, next, now);
     0
 }
 
@@ -149,9 +162,45 @@ pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
     // no transition.
     if state.status == STATUS_BLOCKED {
         let now = unsafe { bpf_ktime_get_ns() };
-        end_block(config, state, now);
+        end_block(&config, state, now);
         state.status = STATUS_RUNNABLE;
         state.since = now;
+    }
+    0
+}
+
+/// `sched_wakeup_new(task_struct *p)`: a new task is runnable for the first time (called by
+/// its parent). Tracked from here when it belongs to an observed process, so its first
+/// run-queue wait and time slice count too.
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
+    let Some(config) = config() else { return 0 };
+    if config.task_pid_offset == 0 || config.task_tgid_offset == 0 {
+        return 0;
+    }
+    let task: u64 = ctx.arg(0);
+    let read = |offset: u32| unsafe {
+        bpf_probe_read_kernel(task.wrapping_add(offset as u64) as *const u32).ok()
+    };
+    let (Some(tid), Some(tgid)) = (read(config.task_pid_offset), read(config.task_tgid_offset))
+    else {
+        return 0;
+    };
+    if tid == 0 || !targets::is_observed(tgid) {
+        return 0;
+    }
+    let state = ThreadState {
+        tid,
+        pid: tgid,
+        status: STATUS_RUNNABLE,
+        has_key: 0,
+        since: unsafe { bpf_ktime_get_ns() },
+        key: OffCpuKey::default(),
+        // A new task starts with its parent's name, and the parent is running this.
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    if SCHED_THREADS.insert(&task, &state, 0).is_err() {
+        increment(counter::DROP_THREAD_MAP_FULL);
     }
     0
 }

@@ -53,6 +53,11 @@ pub struct SchedConfig {
     pub flags: u32,
     /// Bytes of user stack copied per new off-CPU key, at most [`STACK_COPY_BYTES`].
     pub stack_copy_bytes: u32,
+    /// Byte offsets of `task_struct.pid` and `.tgid` (from the kernel's BTF), to track new
+    /// threads from `sched_wakeup_new` on; 0: unknown, new threads are tracked from their
+    /// first switch-out.
+    pub task_pid_offset: u32,
+    pub task_tgid_offset: u32,
     pub _reserved: u32,
 }
 
