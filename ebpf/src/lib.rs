@@ -6,6 +6,8 @@
 
 #[path = "types/cpu.rs"]
 pub mod cpu;
+#[path = "types/histogram.rs"]
+pub mod histogram;
 #[path = "types/targets.rs"]
 pub mod targets;
 

@@ -1,6 +1,7 @@
 //! Command line: `loupe check` and `loupe profile`.
 
 mod profile;
+mod session;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
