@@ -27,6 +27,7 @@ let processes = [];
 let statusInfo = null;
 let targetLabel = "Whole host";
 let ready = false;
+let listShown = false;
 
 const tooltip = $("#tooltip");
 const flame = new FlameGraph($("#flame"), tooltip);
@@ -127,6 +128,8 @@ async function loadProcesses() {
     list.setData(processes);
     performance.mark("loupe-list-rendered");
     list.select(state.target);
+    if (!listShown) list.reveal(); // a link to a process opens with its row in view
+    listShown = true;
     updateTitle();
   } catch (e) {
     if (!isAbort(e)) showMessage(e.message, "error");
@@ -145,6 +148,7 @@ async function loadStatus() {
 
 async function loadView() {
   writeHash();
+  tooltip.hidden = true;
   renderControls();
   const view = state.view;
   const flameView = view === "flame" || view === "diff";
@@ -470,11 +474,19 @@ $("#theme").addEventListener("click", () => {
 });
 matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => applyTheme(document.documentElement.dataset.theme));
 $("#help-open").addEventListener("click", () => $("#help").showModal());
+// The status popover closes on a click elsewhere or Esc, as menus do.
+document.addEventListener("click", (e) => {
+  if (!$("#status").contains(e.target)) $("#status").open = false;
+});
 
 document.addEventListener("keydown", (e) => {
   if (e.ctrlKey || e.metaKey || e.altKey) return;
   const inField = e.target.matches("input, select, textarea");
   if (e.key === "Escape") {
+    if ($("#status").open) {
+      $("#status").open = false;
+      return;
+    }
     if (e.target === $("#search") || (!inField && state.q)) {
       if (state.q || $("#search").value) {
         $("#search").value = "";

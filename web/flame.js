@@ -2,7 +2,8 @@
 // tens of thousands of nodes: only frames at least half a pixel wide are laid out and drawn.
 //
 // Mouse: hover for a tooltip, click to zoom into a frame, click an ancestor (or the root) to zoom
-// out. Keyboard (canvas focused): arrows move between frames, Enter zooms, Backspace zooms out.
+// out. Keyboard (canvas focused): arrows move between frames, Home goes to the top, Enter zooms,
+// Backspace zooms out one level.
 
 import * as fmt from "./format.js";
 
@@ -318,6 +319,9 @@ export class FlameGraph {
     const cur = this.focus && this.rects.find((r) => r.n === this.focus);
     let next = null;
     switch (e.key) {
+      case "Home":
+        next = this.zoom || this.root;
+        break;
       case "ArrowUp":
         next = cur ? this.focus.parent : this.root;
         break;

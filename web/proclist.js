@@ -195,6 +195,14 @@ export class ProcessList {
     if (focused) this.body.querySelector(`tr[data-i="${this.cursor}"]`)?.focus({ preventScroll: true });
   }
 
+  // Scrolls the selected row into view.
+  reveal() {
+    const i = this.rows.findIndex((r) => sameTarget(r.target, this.selected));
+    if (i <= 0) return;
+    this.wrap.scrollTop = Math.max(0, i * this.rowH - this.wrap.clientHeight / 3);
+    this.#paint();
+  }
+
   // Moves keyboard focus to the list (the selected row, or the first).
   focus() {
     this.#moveTo(this.cursor ?? 0);

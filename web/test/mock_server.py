@@ -671,7 +671,10 @@ def make_handler(api):
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the UI aborted a superseded request
 
         def send_json(self, code, obj):
             self.send(code, json.dumps(obj, separators=(",", ":")).encode(), "application/json; charset=utf-8")

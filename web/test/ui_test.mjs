@@ -126,6 +126,7 @@ async function main() {
     await page.waitForTimeout(50);
     const filtered = await page.$$eval("#list tbody tr[data-i]:not(.host) .comm", (els) => els.map((e) => e.textContent));
     check(filtered.includes(procName), `filter "${procName}" shows "${procName}"`, `${filtered.length} rows: ${[...new Set(filtered)].slice(0, 5).join(", ")}`);
+    if (!filtered.includes(procName)) throw new Error(`process "${procName}" is not in the list; the remaining checks need it`);
     const countText = await page.textContent(".list-count");
     check(/ of /.test(countText), "list says how many rows the filter keeps", countText);
     const row = page.locator("#list tbody tr[data-i]:not(.host)", { has: page.locator(".comm", { hasText: procName }) }).first();
@@ -209,6 +210,39 @@ async function main() {
       const after = await page.evaluate(() => ({ zoom: !!window.loupe.flame.zoom, q: window.loupe.state.q }));
       check(!after.zoom && after.q === "", "Esc clears the search, then resets the zoom", JSON.stringify(after));
     }
+
+    // 5b. Keyboard: focus the flame graph, walk down to the widest callee, Enter zooms into it.
+    await page.click("#target-title"); // out of any text field, so "g" is a shortcut
+    await page.keyboard.press("g");
+    await page.keyboard.press("Home");
+    for (let i = 0; i < 2; i++) await page.keyboard.press("ArrowDown");
+    const focused = await page.evaluate(() => window.loupe.flame.focus && { name: window.loupe.flame.focus.name, depth: window.loupe.flame.focus.depth });
+    await page.keyboard.press("Enter");
+    await page.waitForTimeout(100);
+    const kz = await page.evaluate(() => window.loupe.flame.zoom && { name: window.loupe.flame.zoom.name, depth: window.loupe.flame.zoom.depth });
+    check(focused?.depth === 2 && kz?.name === focused.name, "arrow keys move the frame focus and Enter zooms", `${JSON.stringify(focused)} -> ${JSON.stringify(kz)}`);
+    await page.keyboard.press("Backspace");
+    await page.waitForTimeout(50);
+    const up = await page.evaluate(() => window.loupe.flame.zoom?.depth);
+    check(up === 1, "Backspace zooms out one level", `zoomed at depth ${up}`);
+    await page.keyboard.press("Escape");
+
+    // 5c. A custom range (the last 2 minutes, typed into the form) is what the view shows.
+    await page.click('#ranges button[data-range="custom"]');
+    const nowS = Math.floor(Date.now() / 1000);
+    await page.evaluate(([a, b]) => {
+      const local = (s) => { const d = new Date(s * 1000); const p = (n) => String(n).padStart(2, "0"); return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`; };
+      document.querySelector("#custom-from").value = local(a);
+      document.querySelector("#custom-to").value = local(b);
+    }, [nowS - 120, nowS]);
+    await page.click('#custom button[type="submit"]');
+    await page.waitForFunction(() => typeof window.loupe.state.range === "object" && document.querySelector("#busy").hidden, null, { timeout: 10000 });
+    const cov = await page.textContent("#covered");
+    const asked = await page.evaluate(() => window.loupe.state.range.to - window.loupe.state.range.from);
+    const m = /\((?:(\d+)m )?(\d+)s\)/.exec(cov) || /\(([\d.]+) s\)/.exec(cov);
+    const shown = m ? (m.length === 3 ? +(m[1] || 0) * 60 + +m[2] : +m[1]) : NaN;
+    // The daemon answers with whole stored windows, so the span may pass 2 minutes by one window.
+    check(asked === 120 && shown > 0 && shown <= 150, "a custom range of 2 minutes is asked for and shown", `${asked} s asked; ${cov}`);
 
     // 6. Diff of two ranges.
     await page.keyboard.press("2"); // last 5 minutes
