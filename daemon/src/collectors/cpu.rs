@@ -18,7 +18,6 @@ use loupe_ebpf::{
         counter, CpuConfig, SampleHeader, StackCount, StackCountKey, EVENT_STACK_SAMPLE,
         STACK_COPY_BYTES, UNWIND_COPY, UNWIND_FRAME_POINTERS,
     },
-    COMM_LEN,
 };
 
 use super::take_map;
@@ -26,9 +25,9 @@ use crate::{
     aggregate::RawFrame,
     bpf::BpfError,
     engine::{read_record, Collector, Context, Feature, FeatureKind},
-    process::{ProcessTable, UserAddress},
+    process::UserAddress,
     profile::ProfileType,
-    unwind::{self, StackSnapshot},
+    unwind::StackSnapshot,
 };
 
 /// The kernel features on-CPU sampling needs.
@@ -275,7 +274,6 @@ impl Collector for CpuCollector {
 impl CpuCollector {
     /// Unwinds a copied sample against its process's mappings into raw frames.
     fn on_copied_sample(&mut self, header: &SampleHeader, stack: &[u8], cx: &mut Context<'_>) {
-        let processes = &mut *cx.processes;
         let mut frames = self.kernel_frames(header.epoch, header.kernel_stack_id);
         let fp_frames = self
             .stack(false, header.epoch, header.user_stack_id)
@@ -286,37 +284,15 @@ impl CpuCollector {
             bp: header.regs.bp,
             stack,
         };
-        let thread_comm = comm_str(&header.comm);
-        // The leader thread named otherwise than the process we loaded: a sample taken before
-        // its exec (a fork child still running its parent's code), which the current mappings
-        // would misname.
-        let before_exec = header.tid == header.pid && !processes.named(header.pid, &thread_comm);
-        let mut addrs = if before_exec {
-            None
-        } else {
-            processes
-                .get(header.pid)
-                .map(|process| unwind::unwind(process, &snapshot, &fp_frames))
-        };
-        // An address outside the known mappings: a library mapped since we read them.
-        if let Some(unwound) = &addrs {
-            if processes.refresh_for(header.pid, unwound) {
-                addrs = processes
-                    .get(header.pid)
-                    .map(|p| unwind::unwind(p, &snapshot, &fp_frames));
-            }
-        }
-        match (addrs, processes.get(header.pid)) {
-            (Some(addrs), Some(process)) => {
-                frames.extend(user_frames(&addrs, |a| process.resolve(a)))
-            }
-            _ => frames.extend(user_frames(&fp_frames, UserAddress::unknown)),
-        }
-        let comm = if before_exec {
-            thread_comm
-        } else {
-            process_name(processes, header.pid, &header.comm)
-        };
+        let (user, comm) = super::stacks::user_frames_of(
+            cx.processes,
+            header.pid,
+            header.tid,
+            &header.comm,
+            &snapshot,
+            &fp_frames,
+        );
+        frames.extend(user);
         cx.store.profile(ProfileType::Cpu).add(
             header.pid,
             header.tid,
@@ -333,11 +309,13 @@ impl CpuCollector {
             let user = self.stack(false, key.epoch, key.user_stack_id).to_vec();
             if !user.is_empty() {
                 match cx.processes.get(key.pid) {
-                    Some(process) => frames.extend(user_frames(&user, |a| process.resolve(a))),
-                    None => frames.extend(user_frames(&user, UserAddress::unknown)),
+                    Some(process) => frames.extend(super::stacks::user_frames(&user, |a| {
+                        process.resolve(a)
+                    })),
+                    None => frames.extend(super::stacks::user_frames(&user, UserAddress::unknown)),
                 }
             }
-            let comm = process_name(cx.processes, key.pid, &value.comm);
+            let comm = super::stacks::process_name(cx.processes, key.pid, &value.comm);
             cx.store.profile(ProfileType::Cpu).add(
                 key.pid,
                 key.tid,
@@ -357,27 +335,3 @@ impl CpuCollector {
     }
 }
 
-/// The group leader's name when known (threads may be named otherwise), else the sampled
-/// thread's.
-fn process_name(processes: &ProcessTable, pid: u32, thread_comm: &[u8; COMM_LEN]) -> String {
-    match processes.comm(pid) {
-        Some(comm) => comm.to_string(),
-        None => comm_str(thread_comm),
-    }
-}
-
-/// A kernel `comm` (NUL-padded) as text.
-pub fn comm_str(comm: &[u8; COMM_LEN]) -> String {
-    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..len]).into_owned()
-}
-
-/// Raw frames for user addresses, leaf first: return addresses are looked up one byte back,
-/// inside the call instruction.
-pub fn user_frames(addrs: &[u64], resolve: impl Fn(u64) -> UserAddress) -> Vec<RawFrame> {
-    addrs
-        .iter()
-        .enumerate()
-        .map(|(i, &a)| RawFrame::User(resolve(if i == 0 { a } else { a.wrapping_sub(1) })))
-        .collect()
-}
