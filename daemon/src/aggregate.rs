@@ -62,10 +62,6 @@ impl Aggregator {
         }
     }
 
-    pub fn profile_type(&self) -> ProfileType {
-        self.profile_type
-    }
-
     /// Adds `values` (one per sample type of the profile type) to a stack of thread `tid`.
     pub fn add(&mut self, pid: u32, tid: u32, comm: &str, frames: Vec<RawFrame>, values: &[u64]) {
         let comm = match self.comms.get(comm) {
@@ -106,10 +102,6 @@ impl Aggregator {
             .values()
             .map(|v| v.get(i).copied().unwrap_or(0))
             .fold(0, u64::saturating_add)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.stacks.is_empty()
     }
 
     /// Distinct stacks held (a state count).

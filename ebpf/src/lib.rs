@@ -8,6 +8,8 @@
 pub mod cpu;
 #[path = "types/histogram.rs"]
 pub mod histogram;
+#[path = "types/sched.rs"]
+pub mod sched;
 #[path = "types/targets.rs"]
 pub mod targets;
 

@@ -2,11 +2,16 @@
 //! `#[repr(C)]` types of the library (`loupe_ebpf::*`) with userspace.
 #![no_std]
 #![no_main]
+// Atomic adds (the BPF target has no `AtomicU64`): see probes/sched.rs.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 #[path = "probes/counters.rs"]
 mod counters;
 #[path = "probes/cpu.rs"]
 mod cpu;
+#[path = "probes/sched.rs"]
+mod sched;
 #[path = "probes/targets.rs"]
 mod targets;
 

@@ -9,9 +9,10 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use super::ProfileArgs;
+use super::{ProfileArgs, ProfileTypeArg};
 
 use crate::{
+    collectors::cpu::UnwindMode,
     collectors::targets::TargetSpec,
     engine::Capability,
     profile::{ProfileMerger, ProfileType},
@@ -36,15 +37,19 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     };
 
     eprintln!(
-        "loupe: profiling {} for {} at {} Hz (Ctrl-C ends early)",
+        "loupe: profiling {} for {} ({}, Ctrl-C ends early)",
         spec.describe(),
         humantime::format_duration(args.duration),
-        args.frequency
+        args.types
+            .iter()
+            .map(|t| match t {
+                ProfileTypeArg::Cpu => format!("cpu at {} Hz", args.frequency),
+                ProfileTypeArg::Offcpu => "offcpu".to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" + ")
     );
-    let capabilities = vec![Capability::Cpu {
-        frequency_hz: args.frequency,
-        unwind: args.unwind,
-    }];
+    let (profile_type, capabilities) = plan(&args.types, args.frequency, args.unwind);
     let target = spec.describe();
     let mut merged = ProfileMerger::default();
     let outcome = super::session::collect(
@@ -54,7 +59,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         &mut |mut window| {
             // A fresh symbolizer per window: its caches go with the window's modules.
             merged.add(window.build_profile(
-                ProfileType::Cpu,
+                profile_type,
                 target.clone(),
                 args.frequency,
                 &Symbolizer::default(),
@@ -68,7 +73,8 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     let elapsed = profile.duration;
     let lost: u64 = profile.drops.iter().map(|(_, n)| n).sum();
     eprintln!(
-        "loupe: {collected} samples of {} in {:.1}s{}",
+        "loupe: {} of {} in {:.1}s{}",
+        profile.describe_total(),
         spec.describe(),
         elapsed.as_secs_f64(),
         if lost > 0 {
@@ -83,7 +89,13 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         outcome.status.processes, outcome.status.modules, outcome.status.stacks
     );
     if collected == 0 {
-        eprintln!("loupe: note: no samples: the target used no CPU while profiled");
+        eprintln!(
+            "loupe: note: nothing collected: the target {} while profiled",
+            match profile_type {
+                ProfileType::OffCpu => "never blocked",
+                _ => "used no CPU",
+            }
+        );
     }
     match (output, &args.output) {
         (Some(file), Some(path)) => {
@@ -105,19 +117,55 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     Ok(outcome.exit_code)
 }
 
-fn target_spec(args: &ProfileArgs) -> anyhow::Result<TargetSpec> {
-    if args.all {
+/// The profile to build and the capabilities it needs, from `--type`.
+fn plan(
+    types: &[ProfileTypeArg],
+    frequency_hz: u64,
+    unwind: UnwindMode,
+) -> (ProfileType, Vec<Capability>) {
+    let cpu = types.contains(&ProfileTypeArg::Cpu);
+    let offcpu = types.contains(&ProfileTypeArg::Offcpu);
+    let mut capabilities = Vec::new();
+    if cpu {
+        capabilities.push(Capability::Cpu {
+            frequency_hz,
+            unwind,
+        });
+    }
+    if offcpu {
+        capabilities.push(Capability::Sched {
+            offcpu_stacks: true,
+        });
+    }
+    let profile_type = match (cpu, offcpu) {
+        (true, true) => ProfileType::Wall,
+        (false, true) => ProfileType::OffCpu,
+        _ => ProfileType::Cpu,
+    };
+    (profile_type, capabilities)
+}
+
+pub(super) fn target_spec_of(
+    all: bool,
+    command: &[std::ffi::OsString],
+    pids: &[u32],
+) -> anyhow::Result<TargetSpec> {
+    if all {
         return Ok(TargetSpec::All);
     }
-    if !args.command.is_empty() {
-        return Ok(TargetSpec::Command(args.command.clone()));
+    if !command.is_empty() {
+        return Ok(TargetSpec::Command(command.to_vec()));
     }
-    for &pid in &args.pid {
+    for &pid in pids {
         if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
             bail!("no process with PID {pid}");
         }
     }
-    Ok(TargetSpec::Pids(args.pid.clone()))
+    Ok(TargetSpec::Pids(pids.to_vec()))
+}
+
+fn target_spec(args: &ProfileArgs) -> anyhow::Result<TargetSpec> {
+    target_spec_of(args.all, &args.command, &args.pid)
 }
 
 fn describe_drops(drops: &[(String, u64)]) -> String {

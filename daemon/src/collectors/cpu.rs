@@ -13,11 +13,9 @@ use aya::{
     },
     Ebpf,
 };
-use loupe_ebpf::{
-    cpu::{
-        counter, CpuConfig, SampleHeader, StackCount, StackCountKey, EVENT_STACK_SAMPLE,
-        STACK_COPY_BYTES, UNWIND_COPY, UNWIND_FRAME_POINTERS,
-    },
+use loupe_ebpf::cpu::{
+    counter, CpuConfig, SampleHeader, StackCount, StackCountKey, EVENT_STACK_SAMPLE,
+    STACK_COPY_BYTES, UNWIND_COPY, UNWIND_FRAME_POINTERS,
 };
 
 use super::take_map;
@@ -309,9 +307,9 @@ impl CpuCollector {
             let user = self.stack(false, key.epoch, key.user_stack_id).to_vec();
             if !user.is_empty() {
                 match cx.processes.get(key.pid) {
-                    Some(process) => frames.extend(super::stacks::user_frames(&user, |a| {
-                        process.resolve(a)
-                    })),
+                    Some(process) => {
+                        frames.extend(super::stacks::user_frames(&user, |a| process.resolve(a)))
+                    }
                     None => frames.extend(super::stacks::user_frames(&user, UserAddress::unknown)),
                 }
             }
@@ -334,4 +332,3 @@ impl CpuCollector {
             .collect()
     }
 }
-

@@ -28,13 +28,14 @@ use aya::{
 use loupe_ebpf::targets::{ProcessEvent, EVENT_PROCESS_EXEC, EVENT_PROCESS_EXIT};
 
 pub use collector::{Collector, Context, Feature, FeatureKind};
-pub use store::{HistogramKey, Store, ThreadCounters, Window};
+pub use store::{HistogramKey, Store, Window};
 
 use crate::{
     bpf::{self, BpfError},
     collectors::{
         self,
         cpu::{CpuCollector, UnwindMode},
+        sched::{SchedEngineCollector, SchedOptions},
         targets::{TargetSpec, Targets},
     },
     process::ProcessTable,
@@ -56,15 +57,9 @@ pub enum Capability {
         frequency_hz: u64,
         unwind: UnwindMode,
     },
-}
-
-impl Capability {
-    /// The profile types this capability produces.
-    pub fn profile_types(&self) -> &'static [ProfileType] {
-        match self {
-            Capability::Cpu { .. } => &[ProfileType::Cpu],
-        }
-    }
+    /// Scheduling: per-thread totals and run-queue histograms, and off-CPU time by stack
+    /// when `offcpu_stacks`.
+    Sched { offcpu_stacks: bool },
 }
 
 /// Every capability's kernel features, by capability name (`loupe check` lists them).
@@ -72,6 +67,7 @@ pub fn features() -> Vec<(&'static str, &'static [Feature])> {
     vec![
         ("targets", &collectors::targets::FEATURES),
         ("cpu", &collectors::cpu::FEATURES),
+        ("sched", &collectors::sched::FEATURES),
     ]
 }
 
@@ -113,6 +109,7 @@ enum Control {
     /// A launched command exists: stop adopting loupe's own children.
     CommandSpawned(mpsc::Sender<()>),
     /// Observe (true) or stop observing (false) a process.
+    #[allow(dead_code)] // The node daemon's API adds and removes targets while running.
     Target(u32, bool, mpsc::Sender<Result<(), BpfError>>),
     /// Drain everything and stop; reply with the last window.
     Stop(mpsc::Sender<Window>),
@@ -190,11 +187,13 @@ impl Session {
     }
 
     /// Starts observing process `pid` (with its threads) while running.
+    #[allow(dead_code)] // For the node daemon.
     pub fn add_target(&self, pid: u32) -> Result<(), EngineError> {
         Ok(self.send(|tx| Control::Target(pid, true, tx))??)
     }
 
     /// Stops observing process `pid`.
+    #[allow(dead_code)] // For the node daemon.
     pub fn remove_target(&self, pid: u32) -> Result<(), EngineError> {
         Ok(self.send(|tx| Control::Target(pid, false, tx))??)
     }
@@ -274,6 +273,15 @@ impl Engine {
                     *frequency_hz,
                     *unwind,
                 )?)),
+                Capability::Sched { offcpu_stacks } => {
+                    attached.push(Box::new(SchedEngineCollector::attach(
+                        &mut ebpf,
+                        SchedOptions {
+                            offcpu_stacks: *offcpu_stacks,
+                            runq_stats: true,
+                        },
+                    )?))
+                }
             }
         }
         let explicit_alive = match &config.targets {

@@ -143,6 +143,40 @@ pub struct Window {
 }
 
 impl Window {
+    /// Adds a later window's counters, histograms and exits to this one (raw profiles are
+    /// merged too; callers that symbolize per window take them out first).
+    pub fn absorb(&mut self, later: Window) {
+        for (tid, thread) in later.threads {
+            let mine = self.threads.entry(tid).or_insert_with(|| ThreadCounters {
+                pid: thread.pid,
+                comm: thread.comm.clone(),
+                values: BTreeMap::new(),
+            });
+            for (name, value) in thread.values {
+                let slot = mine.values.entry(name).or_default();
+                *slot = slot.saturating_add(value);
+            }
+        }
+        for (key, histogram) in later.histograms {
+            self.histograms.entry(key).or_default().merge(&histogram);
+        }
+        for (profile_type, aggregate) in later.profiles {
+            self.profiles
+                .entry(profile_type)
+                .or_insert_with(|| Aggregator::new(profile_type))
+                .merge(aggregate);
+        }
+        self.exited.extend(later.exited);
+        self.modules.extend(later.modules);
+        for (name, value) in later.counters {
+            match self.counters.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, total)) => *total = total.saturating_add(value),
+                None => self.counters.push((name, value)),
+            }
+        }
+        self.duration += later.duration;
+    }
+
     /// Loss counters of this window (`drop_*`), zero ones included.
     pub fn drops(&self) -> Vec<(String, u64)> {
         self.counters

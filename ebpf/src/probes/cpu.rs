@@ -103,6 +103,13 @@ fn current_user_regs(regs: &pt_regs) -> Option<UserRegs> {
             bp: regs.rbp,
         });
     }
+    saved_user_regs()
+}
+
+/// The current task's user registers saved at kernel entry; None for kernel threads.
+/// Shared with the scheduling probes, which run in the kernel on behalf of the task.
+#[inline(always)]
+pub(crate) fn saved_user_regs() -> Option<UserRegs> {
     let saved = unsafe {
         let task = bpf_get_current_task_btf();
         let ptr = bpf_task_pt_regs(task) as *const pt_regs;
@@ -219,8 +226,9 @@ fn send_copied(
 /// Copies the user stack above `sp`, up to `limit` bytes. A read fails whole if it crosses
 /// the end of the stack mapping, which is page-aligned: so try reads that end on each of the
 /// next few page boundaries, longest first, and the one that ends at the mapping's end wins.
+/// Shared with the scheduling probes' off-CPU stack copies.
 #[inline(always)]
-unsafe fn copy_user_stack(dst: &mut [u8; STACK_COPY_BYTES], sp: u64, limit: u32) -> u32 {
+pub(crate) unsafe fn copy_user_stack(dst: &mut [u8; STACK_COPY_BYTES], sp: u64, limit: u32) -> u32 {
     const PAGE: u32 = 4096;
     let limit = if limit as usize > STACK_COPY_BYTES {
         STACK_COPY_BYTES as u32

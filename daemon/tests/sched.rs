@@ -1,0 +1,201 @@
+//! Scheduling: off-CPU profiles and `loupe stat`, against the programs' own clocks and the
+//! kernel's `/proc/PID/schedstat`.
+
+mod common;
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+};
+
+use common::*;
+
+/// Runs loupe with `args`, feeding `stdin` to the launched command.
+fn loupe_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(loupe_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loupe");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for loupe")
+}
+
+fn within(got: f64, want: f64, tolerance: f64) -> bool {
+    (got - want).abs() <= want * tolerance
+}
+
+#[test]
+fn offcpu_time_is_split_between_its_blocking_functions_as_the_program_measured() {
+    assert_root();
+    let _serial = serial();
+    let dir = temp_dir();
+    let out = dir.path().join("offcpu.folded");
+    let result = loupe_with_stdin(
+        &[
+            "profile",
+            "--type",
+            "offcpu",
+            "-o",
+            out.to_str().expect("utf-8"),
+            "--",
+            fixture("c/offcpu").to_str().expect("utf-8"),
+            "150",
+            "250",
+            "4",
+        ],
+        "go\n",
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "loupe failed: {stderr}");
+    let truth = ground_truth(&result.stdout);
+    let sleep_ns = truth["sleep_ns"].as_f64().expect("sleep_ns");
+    let pipe_ns = truth["pipe_ns"].as_f64().expect("pipe_ns");
+    let stacks = read_folded(&out);
+    let main_thread: Vec<_> = stacks
+        .iter()
+        .filter(|s| s.has("main") && s.process() == "offcpu")
+        .cloned()
+        .collect();
+    let sleeping = count_where(&main_thread, |s| s.has("sleep_part")) as f64;
+    let piping = count_where(&main_thread, |s| s.has("pipe_part")) as f64;
+    assert!(
+        within(sleeping, sleep_ns, 0.05),
+        "off-CPU under sleep_part {sleeping} ns vs the program's {sleep_ns} ns\n{stderr}"
+    );
+    assert!(
+        within(piping, pipe_ns, 0.05),
+        "off-CPU under pipe_part {piping} ns vs the program's {pipe_ns} ns\n{stderr}"
+    );
+    // The main thread's whole off-CPU time is its wall time less its CPU time.
+    let wall = truth["wall_ns"].as_f64().expect("wall_ns");
+    let total = count_where(&main_thread, |_| true) as f64;
+    assert!(
+        within(total, wall, 0.05),
+        "main thread off-CPU {total} ns vs its wall time {wall} ns"
+    );
+    // Callers above glibc's wrappers: every blocked stack of the main thread names its caller.
+    for s in &main_thread {
+        assert!(
+            s.has("sleep_part") || s.has("pipe_part") || s.count < 1_000_000,
+            "a blocked stack of more than 1 ms without its calling function: {:?}",
+            s.frames
+        );
+    }
+    assert!(
+        stacks.iter().any(|s| s
+            .caller_of("__GI___nanosleep")
+            .is_some_and(|c| c == "sleep_ms")),
+        "nanosleep's caller is missing"
+    );
+}
+
+#[test]
+fn stat_passes_the_commands_output_and_status_through_and_counts_its_blocked_time() {
+    assert_root();
+    let _serial = serial();
+    let dir = temp_dir();
+    let report_path = dir.path().join("stat.json");
+    let result = loupe_with_stdin(
+        &[
+            "stat",
+            "-o",
+            report_path.to_str().expect("utf-8"),
+            "--",
+            fixture("c/offcpu").to_str().expect("utf-8"),
+            "100",
+            "100",
+            "3",
+        ],
+        "go\n",
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    // The command's stdout is its own: its two JSON lines, nothing of loupe's.
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(
+        stdout.lines().all(|l| l.starts_with("{\"pid\":")),
+        "{stdout}"
+    );
+    let truth = ground_truth(&result.stdout);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("JSON");
+    assert_eq!(report["pid"], truth["pid"]);
+    assert_eq!(report["exited"], true);
+    // Two threads block for the whole run (the main thread and the pipe writer) apart from
+    // their short CPU bursts: blocked time is at least the main thread's measured blocking.
+    let blocked =
+        (truth["sleep_ns"].as_f64().expect("sleep")) + truth["pipe_ns"].as_f64().expect("pipe");
+    let offcpu = report["sched"]["offcpu_ns"].as_f64().expect("offcpu_ns");
+    assert!(offcpu >= blocked * 0.95, "off-CPU {offcpu} vs {blocked}");
+    assert!(report["sched"]["voluntary_switches"].as_u64().expect("vol") >= 6);
+
+    // A failing command's status becomes loupe's.
+    let failed = loupe(&["stat", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(failed.status.code(), Some(7));
+}
+
+#[test]
+fn runqueue_wait_of_a_hog_matches_the_kernels_schedstat() {
+    assert_root();
+    let _serial = serial();
+    // More busy threads than CPUs, so they queue behind each other.
+    let threads = (std::thread::available_parallelism().map_or(2, |n| n.get()) * 2).to_string();
+    let mut hogs = Command::new(fixture("c/hogs"))
+        .args([threads.as_str(), "8"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start hogs");
+    std::thread::sleep(SETTLE);
+    let pid = hogs.id();
+    let schedstat = |pid: u32| -> u64 {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("tasks")
+            .filter_map(Result::ok)
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    };
+    let (before, started) = (schedstat(pid), std::time::Instant::now());
+    let out = loupe(&["stat", "--json", "--pid", &pid.to_string(), "-d", "2s"]);
+    let (after, elapsed) = (schedstat(pid), started.elapsed());
+    let _ = hogs.kill();
+    let _ = hogs.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    // loupe's window starts after it attached and ends before it exits, so compare rates:
+    // waiting per second of window, against the kernel's over the time around loupe's run.
+    let wait = report["sched"]["runqueue_wait_ns"].as_f64().expect("wait");
+    let window = report["duration_ns"].as_f64().expect("duration_ns");
+    let kernel_rate = (after - before) as f64 / elapsed.as_nanos() as f64;
+    let loupe_rate = wait / window;
+    assert!(
+        within(loupe_rate, kernel_rate, 0.10),
+        "run-queue wait {loupe_rate:.3} s/s vs schedstat {kernel_rate:.3} s/s"
+    );
+    let p50 = report["sched"]["runqueue_p50_ns"].as_u64().expect("p50");
+    let p99 = report["sched"]["runqueue_p99_ns"].as_u64().expect("p99");
+    let waits = report["sched"]["runqueue_waits"].as_u64().expect("waits");
+    assert!(
+        waits > 0 && p50 > 0 && p50 <= p99,
+        "p50 {p50} p99 {p99} waits {waits}"
+    );
+    // The mean lies between the quantiles' extremes.
+    let mean = wait / waits as f64;
+    assert!(mean <= p99 as f64 * 1.07, "mean {mean} above p99 {p99}");
+}
