@@ -3,14 +3,11 @@
 
 use std::{path::Path, process::ExitCode};
 
-use aya::programs::{PerfEvent, TracePoint};
+use aya::programs::Program;
 
 use crate::{
     bpf,
-    collectors::{
-        sched,
-        targets::{TRACEPOINTS, TRACEPOINT_CATEGORY},
-    },
+    engine::{self, Feature, FeatureKind},
 };
 
 #[derive(Debug, serde::Serialize)]
@@ -26,7 +23,6 @@ pub struct Check {
 }
 
 const CPU: &str = "CPU profiling (loupe profile)";
-const SCHED: &str = "scheduling profiles: off-CPU time, run-queue latency, per-thread totals";
 
 pub fn run(json: bool) -> anyhow::Result<ExitCode> {
     let checks = collect();
@@ -68,31 +64,51 @@ pub fn run(json: bool) -> anyhow::Result<ExitCode> {
 
 pub fn collect() -> Vec<Check> {
     let mut checks = vec![privileges(), btf(), tracefs()];
-    let tracefs_ok = checks.last().is_some_and(|c| c.ok);
+    let btf_ok = checks[1].ok;
+    let tracefs_ok = checks[2].ok;
     checks.push(bpf_programs(checks[0].ok && tracefs_ok));
-    checks.push(perf_cpu_clock());
-    checks.push(pmu(
-        "uprobes",
-        "uprobe",
-        "Go runtime and TLS probes (later capabilities)",
-        false,
-    ));
-    for (name, used_for) in TRACEPOINTS {
-        checks.push(tracepoint(
-            TRACEPOINT_CATEGORY,
-            name,
-            used_for,
-            tracefs_ok,
-            true,
-        ));
-    }
-    let can_load_sched = checks[0].ok && checks[1].ok && tracefs_ok;
-    checks.push(sched_programs(can_load_sched));
-    for (name, used_for) in sched::TRACEPOINTS {
-        checks.push(tracepoint("sched", name, used_for, tracefs_ok, false));
+    // Each capability's kernel features, from the capability itself.
+    for (capability, features) in engine::features() {
+        for feature in features {
+            checks.push(feature_check(capability, feature, btf_ok, tracefs_ok));
+        }
     }
     checks.push(kprobes());
     checks
+}
+
+/// Capabilities CPU profiling cannot run without.
+fn required_for_cpu(capability: &str) -> bool {
+    matches!(capability, "targets" | "cpu")
+}
+
+fn feature_check(
+    capability: &'static str,
+    feature: &Feature,
+    btf_ok: bool,
+    tracefs_ok: bool,
+) -> Check {
+    let required_for_cpu = required_for_cpu(capability);
+    match feature.kind {
+        FeatureKind::Tracepoint { category, name } => {
+            let mut check = tracepoint(category, name, feature.used_for, tracefs_ok);
+            check.required_for_cpu = required_for_cpu;
+            check
+        }
+        FeatureKind::BtfTracepoint { name } => {
+            let mut check = tracepoint("sched", name, feature.used_for, tracefs_ok);
+            if !btf_ok {
+                check.ok = false;
+                check.detail = format!("tp_btf/{name} needs kernel BTF");
+            } else if check.ok {
+                check.detail = format!("BTF tracepoint {name} ({})", feature.used_for);
+            }
+            check.required_for_cpu = required_for_cpu;
+            check
+        }
+        FeatureKind::PerfCpuClock => perf_cpu_clock(),
+        FeatureKind::Uprobes => pmu("uprobes", "uprobe", feature.used_for, required_for_cpu),
+    }
 }
 
 fn privileges() -> Check {
@@ -132,7 +148,7 @@ fn btf() -> Check {
         } else {
             "no /sys/kernel/btf/vmlinux (kernel built without CONFIG_DEBUG_INFO_BTF)".into()
         },
-        disables: "BTF tracepoints: scheduling profiles (and lock profiles, later)",
+        disables: "BTF tracepoints used by scheduling and lock profiles (later capabilities)",
         required_for_cpu: false,
     }
 }
@@ -172,21 +188,23 @@ fn bpf_programs(can_try: bool) -> Check {
     }
     let result = (|| -> Result<usize, String> {
         let mut ebpf = bpf::load().map_err(|e| e.to_string())?;
-        let perf: &mut PerfEvent = ebpf
-            .program_mut("cpu_sample")
-            .ok_or("no cpu_sample program")?
-            .try_into()
-            .map_err(|e| format!("{e}"))?;
-        perf.load().map_err(|e| format!("cpu_sample: {e}"))?;
-        for (name, _) in TRACEPOINTS {
-            let tp: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or("missing tracepoint program")?
-                .try_into()
-                .map_err(|e| format!("{e}"))?;
-            tp.load().map_err(|e| format!("{name}: {e}"))?;
+        let btf = aya::Btf::from_sys_fs().ok();
+        let mut loaded = 0;
+        for (name, program) in ebpf.programs_mut() {
+            let result = match program {
+                Program::PerfEvent(p) => p.load(),
+                Program::TracePoint(p) => p.load(),
+                Program::UProbe(p) => p.load(),
+                Program::BtfTracePoint(p) => match &btf {
+                    Some(btf) => p.load(name, btf),
+                    None => return Err(format!("{name}: needs kernel BTF")),
+                },
+                _ => return Err(format!("{name}: a program type loupe does not load")),
+            };
+            result.map_err(|e| format!("{name}: {e}"))?;
+            loaded += 1;
         }
-        Ok(1 + TRACEPOINTS.len())
+        Ok(loaded)
     })();
     match result {
         Ok(n) => Check {
@@ -203,34 +221,6 @@ fn bpf_programs(can_try: bool) -> Check {
             disables: CPU,
             required_for_cpu: true,
         },
-    }
-}
-
-/// Loads (without attaching) the scheduling programs against the kernel's BTF: the verifier
-/// accepts them and the BTF tracepoints they name exist.
-fn sched_programs(can_try: bool) -> Check {
-    let name = "scheduling programs (BTF)";
-    let result = if can_try {
-        (|| -> Result<usize, String> {
-            let mut ebpf = bpf::load().map_err(|e| e.to_string())?;
-            let btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
-            for (program, _) in sched::TRACEPOINTS {
-                sched::load_program(&mut ebpf, program, &btf).map_err(|e| format!("{e:#}"))?;
-            }
-            Ok(sched::TRACEPOINTS.len())
-        })()
-    } else {
-        Err("not tried (needs root, kernel BTF and tracefs)".into())
-    };
-    Check {
-        name,
-        ok: result.is_ok(),
-        detail: match result {
-            Ok(n) => format!("{n} BTF tracepoint programs verified and loaded"),
-            Err(e) => e,
-        },
-        disables: SCHED,
-        required_for_cpu: false,
     }
 }
 
@@ -291,7 +281,6 @@ fn tracepoint(
     name: &'static str,
     used_for: &'static str,
     tracefs_ok: bool,
-    required_for_cpu: bool,
 ) -> Check {
     let path = Path::new(bpf::TRACEFS)
         .join("events")
@@ -309,7 +298,7 @@ fn tracepoint(
             "tracefs unavailable".into()
         },
         disables: used_for,
-        required_for_cpu,
+        required_for_cpu: true,
     }
 }
 

@@ -9,10 +9,13 @@ mod bpf;
 mod check;
 mod cli;
 mod collectors;
+mod engine;
+mod histogram;
 mod modules;
 mod process;
 mod profile;
 mod render;
+mod stat;
 mod symbolize;
 mod unwind;
 

@@ -227,16 +227,35 @@ enum ModuleKey {
     Vdso,
 }
 
-/// Every module opened during a profile, by file identity.
+/// Modules opened for the processes being observed, by file identity. Ids are never reused,
+/// so a raw frame can never be named after a module that replaced its own.
 #[derive(Default)]
 pub struct ModuleCache {
     by_key: HashMap<ModuleKey, Option<ModuleId>>,
-    modules: Vec<Arc<Module>>,
+    modules: HashMap<ModuleId, Arc<Module>>,
+    next_id: ModuleId,
 }
 
 impl ModuleCache {
     pub fn get(&self, id: ModuleId) -> Option<&Arc<Module>> {
-        self.modules.get(id as usize)
+        self.modules.get(&id)
+    }
+
+    /// Modules held (a state count).
+    pub fn len(&self) -> usize {
+        self.modules.len()
+    }
+
+    /// Drops modules no process maps any more (only the cache holds them) unless `keep` names
+    /// them; windows that still need one hold their own reference. Returns how many went.
+    pub fn release_unused(&mut self, keep: &std::collections::HashSet<ModuleId>) -> usize {
+        let before = self.modules.len();
+        self.modules
+            .retain(|id, m| Arc::strong_count(m) > 1 || keep.contains(id));
+        let modules = &self.modules;
+        self.by_key
+            .retain(|_, id| id.is_none_or(|id| modules.contains_key(&id)));
+        before - self.modules.len()
     }
 
     /// The module behind an executable mapping of process `pid`, opened on first use.
@@ -255,7 +274,7 @@ impl ModuleCache {
         if let Some(id) = self.by_key.get(&key) {
             return id.and_then(|id| self.get(id).cloned());
         }
-        let id = self.modules.len() as ModuleId;
+        let id = self.next_id;
         let opened = match key {
             ModuleKey::Vdso => open_own_vdso()
                 .and_then(|(file, bytes)| Module::parse(id, "[vdso]".into(), Some(file), bytes)),
@@ -265,7 +284,8 @@ impl ModuleCache {
         match opened {
             Ok(module) => {
                 let module = Arc::new(module);
-                self.modules.push(module.clone());
+                self.next_id += 1;
+                self.modules.insert(id, module.clone());
                 self.by_key.insert(key, Some(id));
                 Some(module)
             }

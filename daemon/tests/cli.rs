@@ -131,7 +131,6 @@ fn check_reports_every_feature_and_passes_here() {
         "kernel BTF",
         "tracefs",
         "perf events (cpu-clock)",
-        "uprobes",
         "sched_process_fork",
         "kprobes (not required)",
     ] {

@@ -495,7 +495,7 @@ fn frame_pointer_mode_counts_in_the_kernel_without_losses() {
                         }),
                 )
                 .collect(),
-            count: s["count"].as_u64().expect("count"),
+            count: s["values"][0].as_u64().expect("sample count (values[0])"),
         })
         .collect();
     let hot = truth["hot_three_ns"].as_f64().expect("hot_three_ns");

@@ -22,6 +22,7 @@ use crate::{
         sched::{self, SchedCollector, SchedDrain, SchedOptions},
         targets::{TargetSpec, Targets},
     },
+    histogram::LatencyHistogram,
     process::{ProcessTable, UserAddress},
     profile::ProfileType,
     symbolize::Symbolizer,
@@ -202,17 +203,24 @@ impl State {
     }
 
     fn report(self, counters: Vec<(String, u64)>, elapsed: Duration) -> serde_json::Value {
-        // Symbolize through the aggregate store, with blocked ns as the value.
-        let mut aggregator = Aggregator::default();
+        // Symbolize through the aggregate store. The lock profile type carries two values
+        // per stack, (count, ns): here blocks and blocked time.
+        let mut aggregator = Aggregator::new(ProfileType::Lock);
+        let mut modules = HashMap::new();
         for ((pid, tid, frames), (ns, count)) in self.offcpu {
-            // The block count rides in the comm: the aggregate has one value per stack.
-            aggregator.add(pid, tid, &count.to_string(), frames, ns);
+            for frame in &frames {
+                if let RawFrame::User(UserAddress::Module { module, .. }) = frame {
+                    if let Some(m) = self.processes.modules.get(*module) {
+                        modules.insert(*module, m.clone());
+                    }
+                }
+            }
+            aggregator.add(pid, tid, "", frames, &[count, ns]);
         }
         let profile = aggregator.finish(
-            &self.processes.modules,
+            &modules,
             &Symbolizer::default(),
             ProfileMeta {
-                profile_type: ProfileType::Cpu,
                 target: String::new(),
                 start_time: SystemTime::now(),
                 duration: elapsed,
@@ -227,8 +235,8 @@ impl State {
                 serde_json::json!({
                     "pid": s.pid,
                     "tid": s.tid,
-                    "total_ns": s.count,
-                    "blocks": s.comm.parse::<u64>().unwrap_or(0),
+                    "blocks": s.values.first(),
+                    "total_ns": s.values.get(1),
                     "frames": s.stack.iter()
                         .map(|&f| profile.frames[f as usize].function.clone())
                         .collect::<Vec<_>>(),
@@ -257,11 +265,13 @@ impl State {
             .histograms
             .iter()
             .map(|(pid, buckets)| {
+                let mut histogram = LatencyHistogram::default();
+                histogram.add_buckets(buckets, 0);
                 serde_json::json!({
                     "pid": pid,
                     "waits": buckets.iter().sum::<u64>(),
-                    "p50_ns": sched::histogram_quantile(buckets, 0.5),
-                    "p99_ns": sched::histogram_quantile(buckets, 0.99),
+                    "p50_ns": histogram.quantile(0.5),
+                    "p99_ns": histogram.quantile(0.99),
                 })
             })
             .collect();

@@ -2,6 +2,8 @@
 
 mod debug_sched;
 mod profile;
+mod session;
+mod stat;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -28,8 +30,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Sample on-CPU stacks of processes, a command, or the whole host, to a file.
+    /// Sample on-CPU or off-CPU stacks of processes, a command, or the whole host, to a file.
     Profile(ProfileArgs),
+    /// Exact scheduling figures per process: on-CPU, off-CPU, run-queue waits and latency.
+    Stat(StatArgs),
     /// Scheduling probes on processes, printed as JSON (for tests; see cli/debug_sched.rs).
     #[command(hide = true)]
     DebugSched(DebugSchedArgs),
@@ -64,9 +68,16 @@ pub struct ProfileArgs {
     /// Samples per second per CPU.
     #[arg(short = 'F', long, default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub frequency: u64,
-    /// What to profile.
-    #[arg(short = 't', long = "type", value_enum, default_value = "cpu")]
-    pub profile_type: ProfileTypeArg,
+    /// What to profile: `cpu` (on-CPU samples), `offcpu` (time blocked, by the stack that
+    /// blocked), or `cpu,offcpu` (both in one wall-clock view).
+    #[arg(
+        short = 't',
+        long = "type",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "cpu"
+    )]
+    pub types: Vec<ProfileTypeArg>,
     /// Output file; the format follows the extension (.svg, .pb.gz/.pprof, .folded/.txt,
     /// .json). Without it, a table of the top functions is printed.
     #[arg(short, long, value_name = "FILE")]
@@ -88,6 +99,33 @@ pub struct ProfileArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProfileTypeArg {
     Cpu,
+    Offcpu,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "all", "command"])))]
+pub struct StatArgs {
+    /// Report on this process (all its threads); repeat for more.
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Report on every process on the host.
+    #[arg(short, long)]
+    pub all: bool,
+    /// How long to trace: `500ms`, `10s`, `2m` (default 10s; with a command, until it exits).
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Print JSON (the stable schema in the README) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the JSON report to this file.
+    #[arg(short, long, value_name = "FILE.json")]
+    pub output: Option<PathBuf>,
+    /// Processes shown in the table.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// The command to start and trace, with its descendants: `loupe stat -- make -j2`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -116,6 +154,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { json } => crate::check::run(json),
         Command::Profile(args) => profile::run(args),
+        Command::Stat(args) => stat::run(args),
         Command::DebugSched(args) => debug_sched::run(args),
     }
 }

@@ -1,30 +1,38 @@
 //! On-CPU sampling (`ebpf/src/probes/cpu.rs`): one cpu-clock perf event per online CPU
-//! running the sampler, and readers for what it records: copied samples and process events
-//! on the ring buffer, in-kernel counts, stack traces and loss counters.
+//! running the sampler, and readers for what it records: copied samples on the ring buffer
+//! (unwound here, while the process exists), in-kernel counts, stack traces and loss
+//! counters. Samples go into the store's `cpu` profile as raw frames.
 
-use std::{
-    collections::HashMap as StdHashMap,
-    os::fd::{AsFd, OwnedFd},
-};
+use std::collections::HashMap as StdHashMap;
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, StackTraceMap},
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         PerfEvent,
     },
     Ebpf,
 };
-use loupe_ebpf::{
-    cpu::{
-        counter, CpuConfig, SampleHeader, StackCount, StackCountKey, EVENT_STACK_SAMPLE,
-        STACK_COPY_BYTES, UNWIND_COPY, UNWIND_FRAME_POINTERS,
-    },
-    targets::{ProcessEvent, EVENT_PROCESS_EXEC, EVENT_PROCESS_EXIT},
+use loupe_ebpf::cpu::{
+    counter, CpuConfig, SampleHeader, StackCount, StackCountKey, EVENT_STACK_SAMPLE,
+    STACK_COPY_BYTES, UNWIND_COPY, UNWIND_FRAME_POINTERS,
 };
 
 use super::take_map;
-use crate::bpf::BpfError;
+use crate::{
+    aggregate::RawFrame,
+    bpf::BpfError,
+    engine::{read_record, Collector, Context, Feature, FeatureKind},
+    process::UserAddress,
+    profile::ProfileType,
+    unwind::StackSnapshot,
+};
+
+/// The kernel features on-CPU sampling needs.
+pub const FEATURES: [Feature; 1] = [Feature {
+    kind: FeatureKind::PerfCpuClock,
+    used_for: "sampling on-CPU stacks",
+}];
 
 /// How user stacks are recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -37,20 +45,11 @@ pub enum UnwindMode {
     Fp,
 }
 
-/// One record from the event ring buffer.
-pub enum CpuEvent<'a> {
-    Sample {
-        header: SampleHeader,
-        stack: &'a [u8],
-    },
-    ProcessExec(u32),
-    ProcessExit(u32),
-}
-
 pub struct CpuCollector {
     config: CpuConfig,
+    /// CPU time one sample stands for, in nanoseconds.
+    period_ns: u64,
     config_map: Array<MapData, CpuConfig>,
-    events: RingBuf<MapData>,
     counts: HashMap<MapData, StackCountKey, StackCount>,
     /// By epoch (see `CpuConfig::epoch`).
     user_stacks: [StackTraceMap<MapData>; 2],
@@ -119,8 +118,8 @@ impl CpuCollector {
         }
         Ok(CpuCollector {
             config,
+            period_ns: 1_000_000_000 / frequency_hz.max(1),
             config_map,
-            events: take_map(ebpf, "EVENTS")?,
             counts: take_map(ebpf, "CPU_COUNTS")?,
             user_stacks: [
                 take_map(ebpf, "USER_STACKS_0")?,
@@ -134,30 +133,6 @@ impl CpuCollector {
             stack_cache: StdHashMap::new(),
             stacks_evicted: 0,
         })
-    }
-
-    /// A descriptor that is readable when the ring buffer has records.
-    pub fn events_fd(&self) -> std::io::Result<OwnedFd> {
-        self.events.as_fd().try_clone_to_owned()
-    }
-
-    /// Hands every pending ring-buffer record to `handle`, in order.
-    pub fn read_events(&mut self, mut handle: impl FnMut(&mut Self, CpuEvent<'_>)) -> usize {
-        let mut n = 0;
-        // Records are copied out so `handle` may read the stack maps through `self`.
-        let mut record = Vec::new();
-        loop {
-            record.clear();
-            match self.events.next() {
-                Some(item) => record.extend_from_slice(&item),
-                None => break,
-            }
-            n += 1;
-            if let Some(event) = parse_event(&record) {
-                handle(self, event);
-            }
-        }
-        n
     }
 
     /// Removes and returns the counts of the retired epoch: the kernel stopped incrementing
@@ -254,32 +229,106 @@ impl CpuCollector {
     }
 }
 
-fn parse_event(record: &[u8]) -> Option<CpuEvent<'_>> {
-    let kind = u32::from_ne_bytes(record.get(..4)?.try_into().ok()?);
-    match kind {
-        EVENT_STACK_SAMPLE => {
-            let header_len = size_of::<SampleHeader>();
-            let header_bytes = record.get(..header_len)?;
-            // SAFETY: SampleHeader is plain old data, and the length was checked.
-            let header: SampleHeader =
-                unsafe { std::ptr::read_unaligned(header_bytes.as_ptr().cast()) };
-            let stack = record.get(header_len..)?;
-            let len = (header.stack_len as usize).min(stack.len());
-            Some(CpuEvent::Sample {
-                header,
-                stack: &stack[..len],
-            })
+/// A copied sample: its header and the stack bytes that were copied.
+fn parse_sample(record: &[u8]) -> Option<(SampleHeader, &[u8])> {
+    let header: SampleHeader = read_record(record)?;
+    let stack = record.get(size_of::<SampleHeader>()..)?;
+    let len = (header.stack_len as usize).min(stack.len());
+    Some((header, &stack[..len]))
+}
+
+impl Collector for CpuCollector {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn handles(&self, kind: u32) -> bool {
+        kind == EVENT_STACK_SAMPLE
+    }
+
+    fn on_record(&mut self, _kind: u32, record: &[u8], cx: &mut Context<'_>) {
+        if let Some((header, stack)) = parse_sample(record) {
+            self.on_copied_sample(&header, stack, cx);
         }
-        EVENT_PROCESS_EXEC | EVENT_PROCESS_EXIT => {
-            let bytes = record.get(..size_of::<ProcessEvent>())?;
-            // SAFETY: ProcessEvent is plain old data, and the length was checked.
-            let event: ProcessEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-            Some(if kind == EVENT_PROCESS_EXEC {
-                CpuEvent::ProcessExec(event.pid)
-            } else {
-                CpuEvent::ProcessExit(event.pid)
-            })
+    }
+
+    fn tick(&mut self, cx: &mut Context<'_>) -> Result<(), BpfError> {
+        let counts = self.take_retired_counts();
+        self.add_counts(counts, cx);
+        self.rotate()
+    }
+
+    fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), BpfError> {
+        let counts = self.take_all_counts();
+        self.add_counts(counts, cx);
+        Ok(())
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        CpuCollector::counters(self)
+    }
+}
+
+impl CpuCollector {
+    /// Unwinds a copied sample against its process's mappings into raw frames.
+    fn on_copied_sample(&mut self, header: &SampleHeader, stack: &[u8], cx: &mut Context<'_>) {
+        let mut frames = self.kernel_frames(header.epoch, header.kernel_stack_id);
+        let fp_frames = self
+            .stack(false, header.epoch, header.user_stack_id)
+            .to_vec();
+        let snapshot = StackSnapshot {
+            ip: header.regs.ip,
+            sp: header.regs.sp,
+            bp: header.regs.bp,
+            stack,
+        };
+        let (user, comm) = super::stacks::user_frames_of(
+            cx.processes,
+            header.pid,
+            header.tid,
+            &header.comm,
+            &snapshot,
+            &fp_frames,
+        );
+        frames.extend(user);
+        cx.store.profile(ProfileType::Cpu).add(
+            header.pid,
+            header.tid,
+            &comm,
+            frames,
+            &[1, self.period_ns],
+        );
+    }
+
+    /// Adds in-kernel counts; their stack ids stay readable until the next rotation.
+    fn add_counts(&mut self, counts: Vec<(StackCountKey, StackCount)>, cx: &mut Context<'_>) {
+        for (key, value) in counts {
+            let mut frames = self.kernel_frames(key.epoch, key.kernel_stack_id);
+            let user = self.stack(false, key.epoch, key.user_stack_id).to_vec();
+            if !user.is_empty() {
+                match cx.processes.get(key.pid) {
+                    Some(process) => {
+                        frames.extend(super::stacks::user_frames(&user, |a| process.resolve(a)))
+                    }
+                    None => frames.extend(super::stacks::user_frames(&user, UserAddress::unknown)),
+                }
+            }
+            let comm = super::stacks::process_name(cx.processes, key.pid, &value.comm);
+            cx.store.profile(ProfileType::Cpu).add(
+                key.pid,
+                key.tid,
+                &comm,
+                frames,
+                &[value.count, value.count.saturating_mul(self.period_ns)],
+            );
         }
-        _ => None,
+    }
+
+    /// Raw frames of a kernel stack id, leaf first.
+    fn kernel_frames(&mut self, epoch: u32, stack_id: i32) -> Vec<RawFrame> {
+        self.stack(true, epoch, stack_id)
+            .iter()
+            .map(|&a| RawFrame::Kernel(a))
+            .collect()
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod cpu;
 pub mod sched;
+pub mod stacks;
 pub mod targets;
 
 use aya::Ebpf;
@@ -11,7 +12,7 @@ use aya::Ebpf;
 use crate::bpf::BpfError;
 
 /// Takes ownership of map `name` as the typed map `T`.
-fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>
+pub(crate) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {

@@ -27,32 +27,42 @@ use aya::{
     programs::BtfTracePoint,
     Btf, Ebpf,
 };
-use loupe_ebpf::{
-    histogram::{bucket_upper_bound, HIST_BUCKETS},
-    sched::{
-        counter, OffCpuHeader, OffCpuKey, OffCpuValue, RunqHistogram, SchedConfig,
-        ThreadSchedStats, EVENT_OFFCPU_STACK, SCHED_OFFCPU_STACKS, SCHED_RUNQ_STATS,
-    },
+use loupe_ebpf::sched::{
+    counter, OffCpuHeader, OffCpuKey, OffCpuValue, RunqHistogram, SchedConfig, ThreadSchedStats,
+    EVENT_OFFCPU_STACK, SCHED_OFFCPU_STACKS, SCHED_RUNQ_STATS,
 };
 
 use super::take_map;
-use crate::bpf::BpfError;
+use crate::{
+    aggregate::RawFrame,
+    bpf::BpfError,
+    engine::{Collector, Context, Feature, FeatureKind, HistogramKey},
+    profile::ProfileType,
+    stat::{counter as stat_counter, RUNQUEUE_HISTOGRAM},
+    unwind::StackSnapshot,
+};
 
 /// The BTF tracepoints this capability attaches (program and tracepoint share the name),
 /// with what each is for (`loupe check` reports them).
-pub const TRACEPOINTS: [(&str, &str); 3] = [
-    (
-        "sched_switch",
-        "off-CPU and run-queue profiles, per-thread scheduling totals",
-    ),
-    (
-        "sched_wakeup",
-        "ending blocked time: off-CPU time and run-queue waits after sleeps",
-    ),
-    (
-        "sched_wakeup_new",
-        "tracking threads from their first run, not their first switch-out",
-    ),
+pub const FEATURES: [Feature; 3] = [
+    Feature {
+        kind: FeatureKind::BtfTracepoint {
+            name: "sched_switch",
+        },
+        used_for: "off-CPU and run-queue profiles, per-thread scheduling totals (loupe stat)",
+    },
+    Feature {
+        kind: FeatureKind::BtfTracepoint {
+            name: "sched_wakeup",
+        },
+        used_for: "ending blocked time: off-CPU time and run-queue waits after sleeps",
+    },
+    Feature {
+        kind: FeatureKind::BtfTracepoint {
+            name: "sched_wakeup_new",
+        },
+        used_for: "tracking threads from their first run, not their first switch-out",
+    },
 ];
 
 /// Where the kernel's BTF is (the scheduling programs need it).
@@ -192,7 +202,10 @@ impl SchedCollector {
             what: format!("reading kernel BTF ({KERNEL_BTF}) for the scheduling tracepoints"),
             source: aya::programs::ProgramError::Btf(e),
         })?;
-        for (name, _) in TRACEPOINTS {
+        for feature in FEATURES {
+            let FeatureKind::BtfTracepoint { name } = feature.kind else {
+                continue;
+            };
             load_program(ebpf, name, &btf)?
                 .attach()
                 .map_err(|source| BpfError::Program {
@@ -360,19 +373,185 @@ fn take_entries<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>) -> V
     entries
 }
 
-/// The latency (ns) below which a fraction `q` (0..=1) of a histogram's waits fall,
-/// rounded up to a bucket bound; None for an empty histogram.
-pub fn histogram_quantile(buckets: &[u64], q: f64) -> Option<u64> {
+/// Off-CPU keys whose stacks were resolved, kept this many ticks after their last use: a
+/// thread blocked longer than this (15 minutes) gets its time under its kernel stack only.
+const RESOLVED_KEY_TICKS: u64 = 3600;
+/// At most this many resolved keys are kept (oldest dropped first, counted).
+const MAX_RESOLVED_KEYS: usize = 65536;
+
+/// The engine-facing scheduling collector: resolves each new off-CPU key's stacks once, and
+/// moves drained totals into the store.
+pub struct SchedEngineCollector {
+    inner: SchedCollector,
+    /// Raw frames and name of each off-CPU key seen, with the tick it was last used.
+    resolved: StdHashMap<OffCpuKey, (Vec<RawFrame>, String, u64)>,
+    tick: u64,
+    resolved_evicted: u64,
+}
+
+impl SchedEngineCollector {
+    pub fn attach(ebpf: &mut Ebpf, options: SchedOptions) -> Result<Self, BpfError> {
+        Ok(SchedEngineCollector {
+            inner: SchedCollector::attach(ebpf, options)?,
+            resolved: StdHashMap::new(),
+            tick: 0,
+            resolved_evicted: 0,
+        })
+    }
+
+    fn kernel_frames(&mut self, generation: u32, id: i32) -> Vec<RawFrame> {
+        self.inner
+            .stack(true, generation, id)
+            .iter()
+            .map(|&a| RawFrame::Kernel(a))
+            .collect()
+    }
+
+    fn add_drain(&mut self, drain: SchedDrain, cx: &mut Context<'_>) {
+        let mut runq_sums: StdHashMap<u32, u64> = StdHashMap::new();
+        for (tid, t) in &drain.threads {
+            let comm = super::stacks::process_name(cx.processes, t.pid, &t.comm);
+            for (name, value) in [
+                (stat_counter::ONCPU_NS, t.oncpu_ns),
+                (stat_counter::OFFCPU_NS, t.offcpu_ns),
+                (stat_counter::RUNQUEUE_WAIT_NS, t.runq_wait_ns),
+                (stat_counter::RUNQUEUE_WAITS, t.runq_waits),
+                (stat_counter::VOLUNTARY_SWITCHES, t.voluntary_switches),
+                (stat_counter::INVOLUNTARY_SWITCHES, t.involuntary_switches),
+            ] {
+                cx.store.add_thread_counter(t.pid, *tid, &comm, name, value);
+            }
+            *runq_sums.entry(t.pid).or_default() += t.runq_wait_ns;
+        }
+        for (pid, histogram) in &drain.runq_histograms {
+            let sum = runq_sums.get(pid).copied().unwrap_or(0);
+            cx.store
+                .histogram(HistogramKey {
+                    name: RUNQUEUE_HISTOGRAM,
+                    pid: *pid,
+                })
+                .add_buckets(&histogram.buckets, sum);
+        }
+        for (key, value) in drain.offcpu {
+            if value.total_ns == 0 {
+                continue;
+            }
+            let (frames, comm) = match self.resolved.get_mut(&key) {
+                Some((frames, comm, used)) => {
+                    *used = self.tick;
+                    (frames.clone(), comm.clone())
+                }
+                // No copy was handled for this key (its copy was lost, counted by the
+                // kernel): its kernel stack still tells where it blocked.
+                None => {
+                    let frames = self.kernel_frames(key.generation, key.kernel_stack_id);
+                    let comm = super::stacks::process_name(cx.processes, key.pid, &[0; 16]);
+                    (frames, comm)
+                }
+            };
+            cx.store.profile(ProfileType::OffCpu).add(
+                key.pid,
+                key.tid,
+                &comm,
+                frames,
+                &[value.total_ns],
+            );
+        }
+    }
+
+    fn evict_resolved(&mut self) {
+        let horizon = self.tick.saturating_sub(RESOLVED_KEY_TICKS);
+        let before = self.resolved.len();
+        self.resolved.retain(|_, (_, _, used)| *used >= horizon);
+        if self.resolved.len() > MAX_RESOLVED_KEYS {
+            let mut ages: Vec<u64> = self.resolved.values().map(|(_, _, used)| *used).collect();
+            ages.sort_unstable();
+            let cut = ages[self.resolved.len() - MAX_RESOLVED_KEYS];
+            self.resolved.retain(|_, (_, _, used)| *used > cut);
+        }
+        self.resolved_evicted += (before - self.resolved.len()) as u64;
+    }
+}
+
+impl Collector for SchedEngineCollector {
+    fn name(&self) -> &'static str {
+        "sched"
+    }
+
+    fn handles(&self, kind: u32) -> bool {
+        kind == EVENT_OFFCPU_STACK
+    }
+
+    fn on_record(&mut self, _kind: u32, record: &[u8], cx: &mut Context<'_>) {
+        let Some(event) = parse_event(record) else {
+            return;
+        };
+        let key = event.header.key;
+        let mut frames = self.kernel_frames(key.generation, key.kernel_stack_id);
+        let fp_frames = self
+            .inner
+            .stack(false, key.generation, key.user_stack_id)
+            .to_vec();
+        let snapshot = StackSnapshot {
+            ip: event.header.regs.ip,
+            sp: event.header.regs.sp,
+            bp: event.header.regs.bp,
+            stack: event.stack,
+        };
+        let (user, comm) = super::stacks::user_frames_of(
+            cx.processes,
+            key.pid,
+            key.tid,
+            &event.header.comm,
+            &snapshot,
+            &fp_frames,
+        );
+        frames.extend(user);
+        self.resolved.insert(key, (frames, comm, self.tick));
+    }
+
+    fn tick(&mut self, cx: &mut Context<'_>) -> Result<(), BpfError> {
+        self.tick += 1;
+        let drain = self.inner.take_retired();
+        self.add_drain(drain, cx);
+        self.evict_resolved();
+        self.inner.rotate()
+    }
+
+    fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), BpfError> {
+        // Nothing is added while both generations' maps are read.
+        self.inner.stop()?;
+        let drain = self.inner.take_all();
+        self.add_drain(drain, cx);
+        Ok(())
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let mut all = self.inner.counters();
+        all.push((
+            "drop_sched_resolved_key_evicted".into(),
+            self.resolved_evicted,
+        ));
+        all
+    }
+}
+
+#[cfg(test)]
+fn histogram_quantile(buckets: &[u64], q: f64) -> Option<u64> {
     let total: u64 = buckets.iter().sum();
     if total == 0 {
         return None;
     }
     let wanted = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
     let mut seen = 0;
-    for (i, &n) in buckets.iter().enumerate().take(HIST_BUCKETS as usize) {
+    for (i, &n) in buckets
+        .iter()
+        .enumerate()
+        .take(loupe_ebpf::histogram::HIST_BUCKETS as usize)
+    {
         seen += n;
         if seen >= wanted {
-            return Some(bucket_upper_bound(i as u32));
+            return Some(loupe_ebpf::histogram::bucket_upper_bound(i as u32));
         }
     }
     Some(u64::MAX)

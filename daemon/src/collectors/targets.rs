@@ -11,7 +11,10 @@ use aya::{
 use loupe_ebpf::targets::{TargetConfig, TARGET_FOLLOW_CHILDREN, TARGET_OBSERVE};
 
 use super::{map_mut, take_map};
-use crate::bpf::{self, BpfError};
+use crate::{
+    bpf::{self, BpfError},
+    engine::{Feature, FeatureKind},
+};
 
 /// What to profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,23 +57,32 @@ pub struct Targets {
 }
 
 /// Category of the tracepoints below.
-pub const TRACEPOINT_CATEGORY: &str = "sched";
+const TRACEPOINT_CATEGORY: &str = "sched";
 
 /// The tracepoints target tracking attaches (program and tracepoint share the name), with
 /// what each is for (`loupe check` reports them).
-pub const TRACEPOINTS: [(&str, &str); 3] = [
-    (
-        "sched_process_fork",
-        "following a launched command's children",
-    ),
-    (
-        "sched_process_exec",
-        "reloading a process's mappings after exec",
-    ),
-    (
-        "sched_process_exit",
-        "noticing that a profiled process exited",
-    ),
+pub const FEATURES: [Feature; 3] = [
+    Feature {
+        kind: FeatureKind::Tracepoint {
+            category: TRACEPOINT_CATEGORY,
+            name: "sched_process_fork",
+        },
+        used_for: "following a launched command's children",
+    },
+    Feature {
+        kind: FeatureKind::Tracepoint {
+            category: TRACEPOINT_CATEGORY,
+            name: "sched_process_exec",
+        },
+        used_for: "reloading a process's mappings after exec",
+    },
+    Feature {
+        kind: FeatureKind::Tracepoint {
+            category: TRACEPOINT_CATEGORY,
+            name: "sched_process_exit",
+        },
+        used_for: "noticing that a profiled process exited, and forgetting it",
+    },
 ];
 
 impl Targets {
@@ -103,7 +115,10 @@ impl Targets {
             TargetSpec::Command(_) => targets.insert(std::process::id(), TARGET_FOLLOW_CHILDREN)?,
             TargetSpec::All => {}
         }
-        for (name, _) in TRACEPOINTS {
+        for feature in FEATURES {
+            let FeatureKind::Tracepoint { name, .. } = feature.kind else {
+                continue;
+            };
             let what = format!("tracepoint {TRACEPOINT_CATEGORY}:{name}");
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
@@ -130,6 +145,22 @@ impl Targets {
     /// The launched command exists: stop adopting loupe's own children.
     pub fn spawned(&mut self) {
         let _ = self.map.remove(&std::process::id());
+    }
+
+    /// Observes process `pid` from now on (the daemon adds targets while running).
+    pub fn observe(&mut self, pid: u32) -> Result<(), BpfError> {
+        self.insert(pid, TARGET_OBSERVE)
+    }
+
+    /// Stops observing process `pid` (absent is fine).
+    pub fn forget(&mut self, pid: u32) -> Result<(), BpfError> {
+        match self.map.remove(&pid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(BpfError::Map {
+                name: "TARGETS",
+                source,
+            }),
+        }
     }
 
     fn insert(&mut self, pid: u32, flags: u8) -> Result<(), BpfError> {

@@ -52,6 +52,8 @@ pub struct Process {
     loaded_at: Instant,
     /// How many times the maps were reread because of unknown addresses.
     reloads: u32,
+    /// The engine tick at which the process exited, once it has.
+    exited_at_tick: Option<u64>,
 }
 
 impl Process {
@@ -110,6 +112,28 @@ impl ProcessTable {
             self.processes.insert(pid, process);
         }
         self.processes.get_mut(&pid)
+    }
+
+    /// Processes held (a state count).
+    pub fn len(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Process `pid` exited at engine tick `tick`: it is kept until [`Self::evict_exited`]
+    /// passes that tick, so samples still in flight resolve against its mappings.
+    pub fn exited(&mut self, pid: u32, tick: u64) {
+        if let Some(process) = self.processes.get_mut(&pid) {
+            process.exited_at_tick.get_or_insert(tick);
+        }
+    }
+
+    /// Forgets processes that exited at or before `tick` (their modules stay cached while
+    /// a window still refers to them); returns how many.
+    pub fn evict_exited(&mut self, tick: u64) -> usize {
+        let before = self.processes.len();
+        self.processes
+            .retain(|_, p| p.exited_at_tick.is_none_or(|exited| exited > tick));
+        before - self.processes.len()
     }
 
     /// Rereads the maps of `pid` if any of `avmas` is outside them (a library mapped since we
@@ -198,6 +222,7 @@ impl ProcessTable {
             unwinder,
             loaded_at: Instant::now(),
             reloads: 0,
+            exited_at_tick: None,
         })
     }
 }

@@ -46,9 +46,9 @@ pub fn lines(profile: &Profile) -> Result<Vec<(String, u64)>, RenderError> {
         }
         // Look up by &str first so repeated stacks do not allocate.
         match merged.get_mut(line.as_str()) {
-            Some(count) => *count = count.saturating_add(sample.count),
+            Some(count) => *count = count.saturating_add(profile.value(sample)),
             None => {
-                merged.insert(line.clone(), sample.count);
+                merged.insert(line.clone(), profile.value(sample));
             }
         }
     }

@@ -1,15 +1,24 @@
 //! loupe's JSON profile format: the [`Profile`] as it is, frames interned once.
 //!
-//! The schema is stable: fields may be added, none will be renamed, removed or change meaning.
+//! Schema version 2. Within a version, fields may be added; none will be renamed, removed or
+//! change meaning. Version 1 (loupe before the engine) had one `count` per sample and
+//! `total_samples`; version 2 has one value per sample type, as pprof does.
 //!
 //! ```json
 //! {
-//!   "type": "cpu",                      // what the samples count; only "cpu" so far
+//!   "schema_version": 2,
+//!   "type": "cpu",                      // "cpu", "offcpu", "wall", "lock", "goroutines"
 //!   "target": "pid 1234",               // what was profiled
 //!   "start_time_unix_ms": 1700000000123,// when profiling started, ms since the Unix epoch
 //!   "duration_ms": 10000,               // how long it ran
-//!   "frequency_hz": 99,                 // sampling frequency; a sample is 1/frequency_hz of CPU
-//!   "total_samples": 1234,              // sum of every sample's count
+//!   "frequency_hz": 99,                 // sampled types: a sample is 1/frequency_hz of CPU;
+//!                                       // 0 for exact (event-based) types
+//!   "sample_types": [                   // what each sample's "values" hold, in order
+//!     {"type": "samples", "unit": "count"},
+//!     {"type": "cpu", "unit": "nanoseconds"}
+//!   ],
+//!   "primary": 0,                       // the value flame graphs and tables show
+//!   "totals": [1234, 12464646000],      // sums of each value over all samples
 //!   "drops": {"drop_ringbuf_full": 0},  // loss counters by name, zero ones included
 //!   "frames": [                         // every distinct frame, referred to by index
 //!     {
@@ -18,21 +27,23 @@
 //!       "file": "src/main.rs",          // source file, or null
 //!       "line": 12,                     // source line, or null
 //!       "inlined": false,               // inlined into the next frame rootward in the stack
-//!       "kind": "user"                  // "user" or "kernel"
+//!       "kind": "user"                  // "user", "kernel", or "synthetic" (added by loupe:
+//!                                       // "[truncated]", "[on-cpu]", "[off-cpu]")
 //!     }
 //!   ],
-//!   "samples": [                        // one per distinct (thread, stack)
+//!   "samples": [                        // one per distinct (thread, stack, labels)
 //!     {
 //!       "pid": 1234, "tid": 1235,
 //!       "comm": "app",                  // process name
-//!       "count": 17,                    // times this stack was sampled
+//!       "labels": {},                   // further labels (e.g. "state"), strings
+//!       "values": [17, 171717000],      // one per sample type
 //!       "stack": [0, 3, 5]              // indices into "frames", leaf first
 //!     }
 //!   ]
 //! }
 //! ```
 //!
-//! Output is compact (one line) and ends with a newline; `drops` keys are sorted.
+//! Output is compact (one line) and ends with a newline; `drops` and `labels` keys are sorted.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -53,13 +64,16 @@ pub fn render(profile: &Profile, out: &mut dyn Write) -> Result<(), RenderError>
 /// The top-level object of the schema.
 #[derive(Serialize)]
 struct Document<'a> {
+    schema_version: u32,
     #[serde(rename = "type")]
     profile_type: &'static str,
     target: &'a str,
     start_time_unix_ms: u64,
     duration_ms: u64,
     frequency_hz: u64,
-    total_samples: u64,
+    sample_types: Vec<ValueTypeJson>,
+    primary: usize,
+    totals: Vec<u64>,
     drops: BTreeMap<&'a str, u64>,
     frames: Vec<FrameJson<'a>>,
     samples: Vec<SampleJson<'a>>,
@@ -83,8 +97,17 @@ struct SampleJson<'a> {
     pid: u32,
     tid: u32,
     comm: &'a str,
-    count: u64,
+    labels: BTreeMap<&'a str, &'a str>,
+    values: &'a [u64],
     stack: &'a [FrameId],
+}
+
+/// What one value measures.
+#[derive(Serialize)]
+struct ValueTypeJson {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    unit: &'static str,
 }
 
 impl<'a> Document<'a> {
@@ -95,13 +118,31 @@ impl<'a> Document<'a> {
             *total = total.saturating_add(*count);
         }
         Document {
-            profile_type: super::type_name(profile.profile_type),
+            schema_version: 2,
+            profile_type: profile.profile_type.name(),
             target: &profile.target,
             start_time_unix_ms: u64::try_from(super::unix_nanos(profile.start_time) / 1_000_000)
                 .unwrap_or(u64::MAX),
             duration_ms: u64::try_from(profile.duration.as_millis()).unwrap_or(u64::MAX),
             frequency_hz: profile.frequency_hz,
-            total_samples: profile.total_samples(),
+            sample_types: profile
+                .sample_types()
+                .iter()
+                .map(|t| ValueTypeJson {
+                    kind: t.kind,
+                    unit: t.unit,
+                })
+                .collect(),
+            primary: profile.profile_type.primary_index(),
+            totals: (0..profile.sample_types().len())
+                .map(|i| {
+                    profile
+                        .samples
+                        .iter()
+                        .map(|s| s.values.get(i).copied().unwrap_or(0))
+                        .fold(0, u64::saturating_add)
+                })
+                .collect(),
             drops,
             frames: profile
                 .frames
@@ -115,6 +156,7 @@ impl<'a> Document<'a> {
                     kind: match f.kind {
                         FrameKind::User => "user",
                         FrameKind::Kernel => "kernel",
+                        FrameKind::Synthetic => "synthetic",
                     },
                 })
                 .collect(),
@@ -125,7 +167,12 @@ impl<'a> Document<'a> {
                     pid: s.pid,
                     tid: s.tid,
                     comm: &s.comm,
-                    count: s.count,
+                    labels: s
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect(),
+                    values: &s.values,
                     stack: &s.stack,
                 })
                 .collect(),
@@ -160,12 +207,16 @@ mod tests {
         assert_eq!(out.last(), Some(&b'\n'));
         let got: Value = serde_json::from_slice(&out).expect("valid JSON");
         let want = json!({
+            "schema_version": 2,
             "type": "cpu",
             "target": "pid 42",
             "start_time_unix_ms": 1_700_000_000_123_u64,
             "duration_ms": 2500,
             "frequency_hz": 100,
-            "total_samples": 7,
+            "sample_types": [{"type": "samples", "unit": "count"},
+                             {"type": "cpu", "unit": "nanoseconds"}],
+            "primary": 0,
+            "totals": [7, 70_000_000],
             "drops": {"drop_ringbuf_full": 0, "drop_stack_missing": 3},
             "frames": [
                 {"function": "helper", "module": "app", "file": "src/lib.rs", "line": 7,
@@ -176,8 +227,10 @@ mod tests {
                  "inlined": false, "kind": "kernel"},
             ],
             "samples": [
-                {"pid": 10, "tid": 11, "comm": "app", "count": 3, "stack": [0, 1]},
-                {"pid": 10, "tid": 10, "comm": "app", "count": 4, "stack": [2, 1]},
+                {"pid": 10, "tid": 11, "comm": "app", "labels": {},
+                 "values": [3, 30_000_000], "stack": [0, 1]},
+                {"pid": 10, "tid": 10, "comm": "app", "labels": {},
+                 "values": [4, 40_000_000], "stack": [2, 1]},
             ],
         });
         assert_eq!(got, want);
@@ -188,7 +241,7 @@ mod tests {
         let mut out = Vec::new();
         render(&profile(vec![], vec![]), &mut out).expect("render");
         let got: Value = serde_json::from_slice(&out).expect("valid JSON");
-        assert_eq!(got["total_samples"], 0);
+        assert_eq!(got["totals"], json!([0, 0]));
         assert_eq!(got["frames"], json!([]));
         assert_eq!(got["samples"], json!([]));
     }

@@ -15,7 +15,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::profile::{Frame, FrameId, Profile, ProfileType};
+use crate::profile::{Frame, FrameId, Profile};
 
 pub mod folded;
 pub mod json;
@@ -143,10 +143,11 @@ fn frame(profile: &Profile, id: FrameId) -> Result<&Frame, RenderError> {
         })
 }
 
-/// `cpu`, for titles.
-fn type_name(profile_type: ProfileType) -> &'static str {
-    match profile_type {
-        ProfileType::Cpu => "cpu",
+/// What the numbers in flame graphs and tables count: `samples`, `ns`, `goroutine`.
+fn unit_word(profile: &Profile) -> &'static str {
+    match profile.primary().unit {
+        "nanoseconds" => "ns",
+        _ => profile.primary().kind,
     }
 }
 
@@ -190,13 +191,15 @@ pub(crate) mod testutil {
         frame(function, "[kernel]", FrameKind::Kernel)
     }
 
+    /// A CPU sample at 100 Hz (10 ms per sample).
     pub fn sample(pid: u32, tid: u32, comm: &str, stack: &[u32], count: u64) -> Sample {
         Sample {
             pid,
             tid,
             comm: comm.to_string(),
+            labels: Vec::new(),
             stack: stack.to_vec(),
-            count,
+            values: vec![count, count * 10_000_000],
         }
     }
 

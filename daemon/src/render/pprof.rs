@@ -1,15 +1,18 @@
 //! Gzipped pprof protobuf (`profile.proto`), as `go tool pprof`, Pyroscope, Speedscope and
 //! friends read it.
 //!
-//! - Sample types `samples/count` and `cpu/nanoseconds`; period type `cpu/nanoseconds` with
-//!   period [`Profile::period`]. Each sample's values are `[count, count * period]`.
+//! - Sample types from the profile type (`samples/count` + `cpu/nanoseconds` for CPU,
+//!   `off_cpu/nanoseconds`, `wall/nanoseconds`, `contentions/count` + `delay/nanoseconds`,
+//!   `goroutine/count`), with the primary one as `default_sample_type`. Sampled profiles
+//!   have period type `cpu/nanoseconds` with period [`Profile::period`].
 //! - One `Function` per distinct (name, source file).
 //! - One `Location` per distinct run of frames that share one address: the inline frames
 //!   (leafward) and the frame they were inlined into. Its `Line`s go innermost first, the
 //!   caller last, which is how pprof represents inlining. Locations have no addresses (0):
 //!   loupe symbolizes before rendering.
 //! - One `Mapping` per module name, `has_functions` set so pprof does not try to symbolize.
-//! - Labels on every sample: `pid` and `tid` (numeric), `comm` (string).
+//! - Labels on every sample: `pid` and `tid` (numeric), `comm` (string), then the sample's
+//!   own labels (strings).
 //! - Comments: the target, then every drop counter as `name=count`.
 
 use std::collections::HashMap;
@@ -41,10 +44,16 @@ pub fn build(profile: &Profile) -> Result<protos::Profile, RenderError> {
     let mut b = Builder::default();
     b.string(""); // index 0 must be ""
 
-    let period = i64::try_from(profile.period().as_nanos()).unwrap_or(i64::MAX);
-    let samples = b.value_type("samples", "count");
-    let cpu = b.value_type("cpu", "nanoseconds");
-    let period_type = b.value_type("cpu", "nanoseconds");
+    let sample_types: Vec<protos::ValueType> = profile
+        .sample_types()
+        .iter()
+        .map(|t| b.value_type(t.kind, t.unit))
+        .collect();
+    let period = profile
+        .period()
+        .map(|p| i64::try_from(p.as_nanos()).unwrap_or(i64::MAX));
+    let period_type = period.map(|_| b.value_type("cpu", "nanoseconds"));
+    let default_sample_type = sample_types[profile.profile_type.primary_index()].ty;
     let (pid, tid, comm) = (b.string("pid"), b.string("tid"), b.string("comm"));
 
     let mut pb_samples = Vec::with_capacity(profile.samples.len());
@@ -56,34 +65,45 @@ pub fn build(profile: &Profile) -> Result<protos::Profile, RenderError> {
             location_id.push(b.location(profile, &rest[..len])?);
             rest = &rest[len..];
         }
-        let count = i64::try_from(sample.count).unwrap_or(i64::MAX);
         let comm_value = b.string(&sample.comm);
+        let mut label = vec![
+            protos::Label {
+                key: pid,
+                num: i64::from(sample.pid),
+                ..Default::default()
+            },
+            protos::Label {
+                key: tid,
+                num: i64::from(sample.tid),
+                ..Default::default()
+            },
+            protos::Label {
+                key: comm,
+                str: comm_value,
+                ..Default::default()
+            },
+        ];
+        for (key, value) in &sample.labels {
+            label.push(protos::Label {
+                key: b.string(key),
+                str: b.string(value),
+                ..Default::default()
+            });
+        }
         pb_samples.push(protos::Sample {
             location_id,
-            value: vec![count, count.saturating_mul(period)],
-            label: vec![
-                protos::Label {
-                    key: pid,
-                    num: i64::from(sample.pid),
-                    ..Default::default()
-                },
-                protos::Label {
-                    key: tid,
-                    num: i64::from(sample.tid),
-                    ..Default::default()
-                },
-                protos::Label {
-                    key: comm,
-                    str: comm_value,
-                    ..Default::default()
-                },
-            ],
+            value: sample
+                .values
+                .iter()
+                .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
+                .collect(),
+            label,
         });
     }
 
     let mut comment = vec![b.string(&format!(
         "loupe: {} profile of {}",
-        super::type_name(profile.profile_type),
+        profile.profile_type.name(),
         profile.target
     ))];
     for (name, count) in &profile.drops {
@@ -91,7 +111,8 @@ pub fn build(profile: &Profile) -> Result<protos::Profile, RenderError> {
     }
 
     Ok(protos::Profile {
-        sample_type: vec![samples, cpu],
+        sample_type: sample_types,
+        default_sample_type,
         sample: pb_samples,
         mapping: b.mappings,
         location: b.locations,
@@ -99,8 +120,8 @@ pub fn build(profile: &Profile) -> Result<protos::Profile, RenderError> {
         string_table: b.strings,
         time_nanos: i64::try_from(super::unix_nanos(profile.start_time)).unwrap_or(i64::MAX),
         duration_nanos: i64::try_from(profile.duration.as_nanos()).unwrap_or(i64::MAX),
-        period_type: Some(period_type),
-        period,
+        period_type,
+        period: period.unwrap_or(0),
         comment,
         ..Default::default()
     })

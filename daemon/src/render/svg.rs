@@ -42,7 +42,7 @@ pub fn render(profile: &Profile, out: &mut dyn Write) -> Result<(), RenderError>
     let mut options = Options::default();
     options.title = title(profile);
     options.subtitle = Some(subtitle(profile));
-    options.count_name = "samples".to_string();
+    options.count_name = super::unit_word(profile).to_string();
     options.colors = Palette::Basic(BasicPalette::Hot);
     options.hash = true;
     options.palette_map = Some(&mut palette_map);
@@ -54,19 +54,15 @@ pub fn render(profile: &Profile, out: &mut dyn Write) -> Result<(), RenderError>
 pub fn title(profile: &Profile) -> String {
     format!(
         "loupe: {} profile of {}, {}",
-        super::type_name(profile.profile_type),
+        profile.profile_type.name(),
         profile.target,
         super::human_duration(profile.duration)
     )
 }
 
-/// `1234 samples at 99 Hz`, plus any nonzero drop counters.
+/// `1234 samples at 99 Hz` or `3.200 s off_cpu`, plus any nonzero drop counters.
 fn subtitle(profile: &Profile) -> String {
-    let mut subtitle = format!(
-        "{} samples at {} Hz",
-        profile.total_samples(),
-        profile.frequency_hz
-    );
+    let mut subtitle = profile.describe_total();
     for (name, count) in profile.drops.iter().filter(|(_, count)| *count > 0) {
         subtitle.push_str(&format!(", {name}={count}"));
     }

@@ -36,7 +36,7 @@ pub fn rows(profile: &Profile) -> Result<Vec<Row<'_>>, RenderError> {
     let mut rows: Vec<Row<'_>> = Vec::new();
     let mut index: HashMap<(&str, &str), usize> = HashMap::new();
     let mut seen: HashSet<usize> = HashSet::new();
-    for sample in profile.samples.iter().filter(|s| s.count > 0) {
+    for sample in profile.samples.iter().filter(|s| profile.value(s) > 0) {
         seen.clear();
         for (depth, &id) in sample.stack.iter().enumerate() {
             let frame = super::frame(profile, id)?;
@@ -52,10 +52,10 @@ pub fn rows(profile: &Profile) -> Result<Vec<Row<'_>>, RenderError> {
             });
             let row = &mut rows[i];
             if depth == 0 {
-                row.flat = row.flat.saturating_add(sample.count);
+                row.flat = row.flat.saturating_add(profile.value(sample));
             }
             if seen.insert(i) {
-                row.cum = row.cum.saturating_add(sample.count);
+                row.cum = row.cum.saturating_add(profile.value(sample));
             }
         }
     }
@@ -71,7 +71,7 @@ pub fn rows(profile: &Profile) -> Result<Vec<Row<'_>>, RenderError> {
 pub fn render(profile: &Profile, limit: usize, out: &mut dyn Write) -> Result<(), RenderError> {
     let all = rows(profile)?;
     let shown = &all[..limit.min(all.len())];
-    let total = profile.total_samples();
+    let total = profile.total();
     let percent = |n: u64| {
         if total == 0 {
             0.0
@@ -82,12 +82,11 @@ pub fn render(profile: &Profile, limit: usize, out: &mut dyn Write) -> Result<()
 
     writeln!(
         out,
-        "loupe: {} profile of {}, {}: {} samples at {} Hz",
-        super::type_name(profile.profile_type),
+        "loupe: {} profile of {}, {}: {}",
+        profile.profile_type.name(),
         profile.target,
         super::human_duration(profile.duration),
-        total,
-        profile.frequency_hz
+        profile.describe_total()
     )?;
     let dropped: Vec<String> = profile
         .drops
@@ -101,11 +100,12 @@ pub fn render(profile: &Profile, limit: usize, out: &mut dyn Write) -> Result<()
     let shown_flat: u64 = shown.iter().map(|r| r.flat).sum();
     writeln!(
         out,
-        "Showing top {} of {} functions, accounting for {} of {} samples ({:.2}%)",
+        "Showing top {} of {} functions, accounting for {} of {} {} ({:.2}%)",
         shown.len(),
         all.len(),
         shown_flat,
         total,
+        super::unit_word(profile),
         percent(shown_flat)
     )?;
 

@@ -106,8 +106,13 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     if tid != tgid {
         // A thread: drop the entry fork may have added for it (absent is fine).
         let _ = TARGETS.remove(&tid);
-    } else if is_observed(tgid) {
-        send_process_event(EVENT_PROCESS_EXIT, tgid);
+    } else {
+        if is_observed(tgid) {
+            send_process_event(EVENT_PROCESS_EXIT, tgid);
+        }
+        // The process is gone: free its slot, so the map never fills over a long run and a
+        // later process reusing the pid is not mistaken for a target.
+        let _ = TARGETS.remove(&tgid);
     }
     0
 }

@@ -1,0 +1,82 @@
+//! `loupe stat`: exact scheduling figures of processes, a command, or the whole host.
+
+use std::{fs::File, io::Write, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+
+use super::StatArgs;
+use crate::{
+    collectors::targets::TargetSpec,
+    engine::{Capability, Window},
+    stat,
+};
+
+/// How long `--pid`/`--all` trace without `--duration`.
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
+    let spec = super::profile::target_spec_of(args.all, &args.command, &args.pid)?;
+    // Fail on an unwritable path before tracing, not after.
+    let output = match &args.output {
+        Some(path) => Some(
+            File::create(path)
+                .with_context(|| format!("cannot write the output file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let duration = match (&spec, args.duration) {
+        (_, Some(d)) => Some(d),
+        (TargetSpec::Command(_), None) => None,
+        _ => Some(DEFAULT_DURATION),
+    };
+    eprintln!(
+        "loupe: tracing scheduling of {} {}",
+        spec.describe(),
+        match duration {
+            Some(d) => format!("for {} (Ctrl-C ends early)", humantime::format_duration(d)),
+            None => "until it exits (Ctrl-C ends early)".to_string(),
+        }
+    );
+    let mut total: Option<Window> = None;
+    let outcome = super::session::collect(
+        &spec,
+        vec![Capability::Sched {
+            offcpu_stacks: false,
+        }],
+        duration,
+        &mut |window| match &mut total {
+            Some(t) => t.absorb(window),
+            None => total = Some(window),
+        },
+    )?;
+    let window = total.context("the session ended without a window")?;
+    let subject = match &spec {
+        TargetSpec::Command(_) => outcome.command_pid,
+        TargetSpec::Pids(pids) if pids.len() == 1 => Some(pids[0]),
+        _ => None,
+    };
+    let report = stat::report(&window, subject, &spec.describe());
+    let json = serde_json::to_string_pretty(&report)? + "\n";
+    match output {
+        Some(mut file) => {
+            file.write_all(json.as_bytes())
+                .context("writing the JSON report")?;
+            if let Some(path) = &args.output {
+                eprintln!("loupe: wrote {}", path.display());
+            }
+        }
+        None if args.json => super::write_stdout(|out| out.write_all(json.as_bytes()))?,
+        None => {
+            let mut text = Vec::new();
+            stat::render_table(&report, args.top, &mut text)?;
+            // The table goes to stderr for a launched command (its own stdout stays
+            // untouched), to stdout otherwise.
+            if matches!(spec, TargetSpec::Command(_)) {
+                std::io::stderr().write_all(&text)?;
+            } else {
+                super::write_stdout(|out| out.write_all(&text))?;
+            }
+        }
+    }
+    Ok(outcome.exit_code)
+}

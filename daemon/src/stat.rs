@@ -1,0 +1,272 @@
+//! `loupe stat` reports: exact per-process figures of a window, one section per capability
+//! (`sched` now; goroutines, locks and TLS add theirs beside it).
+//!
+//! JSON schema (version 1; keys are stable, new keys and sections may be added):
+//!
+//! ```json
+//! {
+//!   "schema_version": 1,
+//!   "pid": 1234,                 // the process (the launched command, or the only --pid);
+//!                                // null for --all or several --pid
+//!   "comm": "app",               // its name ("all processes", "pids 1,2" otherwise)
+//!   "duration_ns": 2000000000,   // the window actually traced
+//!   "exited": false,             // the process exited during the window (figures so far)
+//!   "sched": {                   // every thread of every process below, summed
+//!     "oncpu_ns": 0, "offcpu_ns": 0,            // running; blocked (sleeping, waiting on I/O)
+//!     "runqueue_wait_ns": 0, "runqueue_waits": 0, // runnable but waiting for a CPU
+//!     "runqueue_p50_ns": 0, "runqueue_p99_ns": 0, // quantiles of those waits
+//!     "voluntary_switches": 0, "involuntary_switches": 0
+//!   },
+//!   "processes": [               // one entry per process, largest on-CPU time first,
+//!     {"pid": 1234, "comm": "app", "exited": false, "sched": {...}}   // same keys
+//!   ],
+//!   "drops": {"drop_sched_thread_map_full": 0}  // loss counters of the window
+//! }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::{
+    engine::{HistogramKey, Window},
+    histogram::LatencyHistogram,
+};
+
+/// Name of the run-queue latency histograms in the store.
+pub const RUNQUEUE_HISTOGRAM: &str = "runqueue";
+
+/// Per-thread counter names the scheduling collector fills.
+pub mod counter {
+    pub const ONCPU_NS: &str = "oncpu_ns";
+    pub const OFFCPU_NS: &str = "offcpu_ns";
+    pub const RUNQUEUE_WAIT_NS: &str = "runqueue_wait_ns";
+    pub const RUNQUEUE_WAITS: &str = "runqueue_waits";
+    pub const VOLUNTARY_SWITCHES: &str = "voluntary_switches";
+    pub const INVOLUNTARY_SWITCHES: &str = "involuntary_switches";
+}
+
+/// The `sched` section.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SchedStat {
+    pub oncpu_ns: u64,
+    pub offcpu_ns: u64,
+    pub runqueue_wait_ns: u64,
+    pub runqueue_waits: u64,
+    pub runqueue_p50_ns: u64,
+    pub runqueue_p99_ns: u64,
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+}
+
+impl SchedStat {
+    fn from_counters(values: &BTreeMap<&'static str, u64>, histogram: &LatencyHistogram) -> Self {
+        let get = |name: &str| values.get(name).copied().unwrap_or(0);
+        SchedStat {
+            oncpu_ns: get(counter::ONCPU_NS),
+            offcpu_ns: get(counter::OFFCPU_NS),
+            runqueue_wait_ns: get(counter::RUNQUEUE_WAIT_NS),
+            runqueue_waits: get(counter::RUNQUEUE_WAITS),
+            runqueue_p50_ns: histogram.quantile(0.5),
+            runqueue_p99_ns: histogram.quantile(0.99),
+            voluntary_switches: get(counter::VOLUNTARY_SWITCHES),
+            involuntary_switches: get(counter::INVOLUNTARY_SWITCHES),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessStat {
+    pub pid: u32,
+    pub comm: String,
+    pub exited: bool,
+    pub sched: SchedStat,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StatReport {
+    pub schema_version: u32,
+    pub pid: Option<u32>,
+    pub comm: String,
+    pub duration_ns: u64,
+    pub exited: bool,
+    pub sched: SchedStat,
+    pub processes: Vec<ProcessStat>,
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// Builds the report of a window. `subject` is the process the report is about (its pid and
+/// name head the report), or none with a description (`all processes`).
+pub fn report(window: &Window, subject: Option<u32>, description: &str) -> StatReport {
+    // Sum thread counters per process.
+    let mut per_process: HashMap<u32, (String, BTreeMap<&'static str, u64>)> = HashMap::new();
+    for thread in window.threads.values() {
+        let entry = per_process
+            .entry(thread.pid)
+            .or_insert_with(|| (thread.comm.clone(), BTreeMap::new()));
+        for (name, value) in &thread.values {
+            let slot = entry.1.entry(name).or_default();
+            *slot = slot.saturating_add(*value);
+        }
+    }
+    let histogram_of = |pid: u32| {
+        window
+            .histograms
+            .get(&HistogramKey {
+                name: RUNQUEUE_HISTOGRAM,
+                pid,
+            })
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut all_counters: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut all_histogram = LatencyHistogram::default();
+    let mut processes: Vec<ProcessStat> = per_process
+        .into_iter()
+        .map(|(pid, (comm, values))| {
+            let histogram = histogram_of(pid);
+            for (name, value) in &values {
+                let slot = all_counters.entry(name).or_default();
+                *slot = slot.saturating_add(*value);
+            }
+            all_histogram.merge(&histogram);
+            ProcessStat {
+                pid,
+                comm,
+                exited: window.exited.contains(&pid),
+                sched: SchedStat::from_counters(&values, &histogram),
+            }
+        })
+        .collect();
+    processes.sort_by(|a, b| {
+        b.sched
+            .oncpu_ns
+            .cmp(&a.sched.oncpu_ns)
+            .then(a.pid.cmp(&b.pid))
+    });
+    let comm = subject
+        .and_then(|pid| processes.iter().find(|p| p.pid == pid))
+        .map(|p| p.comm.clone())
+        .unwrap_or_else(|| description.to_string());
+    StatReport {
+        schema_version: 1,
+        pid: subject,
+        comm,
+        duration_ns: u64::try_from(window.duration.as_nanos()).unwrap_or(u64::MAX),
+        exited: subject.is_some_and(|pid| window.exited.contains(&pid)),
+        sched: SchedStat::from_counters(&all_counters, &all_histogram),
+        processes,
+        drops: window.drops().into_iter().collect(),
+    }
+}
+
+/// The readable table: one line per process, then the total.
+pub fn render_table(
+    report: &StatReport,
+    rows: usize,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    use crate::profile::format_nanos as t;
+    writeln!(
+        out,
+        "loupe: scheduling of {} over {}",
+        report.comm,
+        t(report.duration_ns)
+    )?;
+    writeln!(
+        out,
+        "{:>8}  {:<16} {:>11} {:>11} {:>11} {:>10} {:>10} {:>8} {:>8}",
+        "pid",
+        "comm",
+        "on-cpu",
+        "off-cpu",
+        "runq wait",
+        "runq p50",
+        "runq p99",
+        "vol sw",
+        "invol sw"
+    )?;
+    let line = |out: &mut dyn std::io::Write, pid: String, comm: &str, s: &SchedStat| {
+        writeln!(
+            out,
+            "{pid:>8}  {comm:<16} {:>11} {:>11} {:>11} {:>10} {:>10} {:>8} {:>8}",
+            t(s.oncpu_ns),
+            t(s.offcpu_ns),
+            t(s.runqueue_wait_ns),
+            t(s.runqueue_p50_ns),
+            t(s.runqueue_p99_ns),
+            s.voluntary_switches,
+            s.involuntary_switches
+        )
+    };
+    for p in report.processes.iter().take(rows) {
+        let pid = if p.exited {
+            format!("{}*", p.pid)
+        } else {
+            p.pid.to_string()
+        };
+        line(out, pid, &p.comm, &p.sched)?;
+    }
+    if report.processes.len() > rows {
+        writeln!(
+            out,
+            "  ... {} more processes",
+            report.processes.len() - rows
+        )?;
+    }
+    if report.processes.len() != 1 {
+        line(out, "all".into(), "", &report.sched)?;
+    }
+    if report.processes.iter().any(|p| p.exited) {
+        writeln!(out, "* exited during the window: figures until its exit")?;
+    }
+    let lost: Vec<String> = report
+        .drops
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    if !lost.is_empty() {
+        writeln!(out, "losses: {}", lost.join(", "))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Store;
+
+    #[test]
+    fn processes_sum_their_threads_and_the_total_sums_processes() {
+        let mut store = Store::default();
+        store.add_thread_counter(10, 10, "app", counter::ONCPU_NS, 100);
+        store.add_thread_counter(10, 11, "app", counter::ONCPU_NS, 50);
+        store.add_thread_counter(10, 11, "app", counter::RUNQUEUE_WAITS, 2);
+        store.add_thread_counter(20, 20, "other", counter::ONCPU_NS, 400);
+        for ns in [1_000, 3_000] {
+            store
+                .histogram(HistogramKey {
+                    name: RUNQUEUE_HISTOGRAM,
+                    pid: 10,
+                })
+                .record(ns);
+        }
+        store.exited.insert(20);
+        let window = store.take_window(HashMap::new(), vec![("drop_x".into(), 0)]);
+        let r = report(&window, Some(10), "pid 10");
+        assert_eq!(r.comm, "app");
+        assert_eq!(r.sched.oncpu_ns, 550);
+        assert_eq!(r.processes.len(), 2);
+        assert_eq!(r.processes[0].pid, 20, "largest on-CPU first");
+        assert!(r.processes[0].exited);
+        let app = &r.processes[1];
+        assert_eq!((app.sched.oncpu_ns, app.sched.runqueue_waits), (150, 2));
+        assert!(app.sched.runqueue_p50_ns >= 1_000 && app.sched.runqueue_p99_ns < 3_200);
+        assert!(!r.exited);
+        let mut text = Vec::new();
+        render_table(&r, 10, &mut text).expect("table");
+        let text = String::from_utf8_lossy(&text);
+        assert!(text.contains("20*"), "{text}");
+    }
+}
