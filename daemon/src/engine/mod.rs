@@ -144,6 +144,9 @@ impl Session {
             .name("loupe-collect".into())
             .spawn(move || match Engine::attach(&config) {
                 Ok(engine) => {
+                    // Status first: a front-end polling it as soon as we are ready must
+                    // not see the default (no live targets: "the target exited").
+                    engine.publish(&thread_status);
                     let _ = ready_tx.send(Ok(()));
                     engine.run(control_rx, &thread_wake, &thread_status);
                 }
