@@ -215,17 +215,9 @@ impl CpuCollector {
 
     /// Loss and sample counters, summed over CPUs, by name.
     pub fn counters(&self) -> Vec<(String, u64)> {
-        (0..counter::COUNT)
-            .map(|i| {
-                let total = self
-                    .counters
-                    .get(&i, 0)
-                    .map(|per_cpu| per_cpu.iter().sum())
-                    .unwrap_or(0);
-                (counter::NAMES[i as usize].to_string(), total)
-            })
-            .chain([("drop_stack_evicted".to_string(), self.stacks_evicted)])
-            .collect()
+        let mut all = super::sum_per_cpu(&self.counters, &counter::NAMES);
+        all.push(("drop_stack_evicted".to_string(), self.stacks_evicted));
+        all
     }
 }
 

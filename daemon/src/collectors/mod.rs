@@ -38,3 +38,19 @@ where
     })?;
     T::try_from(map).map_err(|source| BpfError::Map { name, source })
 }
+
+/// Per-CPU counters summed over CPUs, named by index (`names[i]` for slot `i`).
+pub(crate) fn sum_per_cpu(
+    counters: &aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+    names: &[&str],
+) -> Vec<(String, u64)> {
+    (0..names.len() as u32)
+        .map(|i| {
+            let total = counters
+                .get(&i, 0)
+                .map(|per_cpu| per_cpu.iter().sum())
+                .unwrap_or(0);
+            (names[i as usize].to_string(), total)
+        })
+        .collect()
+}

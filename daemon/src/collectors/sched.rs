@@ -322,17 +322,9 @@ impl SchedCollector {
 
     /// Event and loss counters, summed over CPUs, by name (losses start with `drop_`).
     pub fn counters(&self) -> Vec<(String, u64)> {
-        (0..counter::COUNT)
-            .map(|i| {
-                let total = self
-                    .counters
-                    .get(&i, 0)
-                    .map(|per_cpu| per_cpu.iter().sum())
-                    .unwrap_or(0);
-                (counter::NAMES[i as usize].to_string(), total)
-            })
-            .chain([("drop_sched_stack_evicted".to_string(), self.stacks_evicted)])
-            .collect()
+        let mut all = super::sum_per_cpu(&self.counters, &counter::NAMES);
+        all.push(("drop_sched_stack_evicted".to_string(), self.stacks_evicted));
+        all
     }
 }
 
