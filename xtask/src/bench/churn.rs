@@ -237,7 +237,7 @@ pub fn run(minutes: u64) -> Result<()> {
             println!("bench churn: [{:>4}s] {line}", at.as_secs());
             results.states.push((at, state));
         } else if !line.trim().is_empty() {
-            println!("bench churn: loupe: {line}");
+            println!("bench churn:   {line}");
         }
     };
     let poll = |results: &mut Results| {
