@@ -161,7 +161,8 @@ fn ctrl_c_ends_early_and_still_writes_the_profile() {
     assert_root();
     let _serial = serial();
     let dir = temp_dir();
-    let out = dir.path().join("interrupted.folded");
+    // JSON, which carries pids: other programs on the host may be named split too.
+    let out = dir.path().join("interrupted.json");
     let hz: u32 = 199;
     let loupe = spawn_loupe(&[
         "profile",
@@ -177,8 +178,11 @@ fn ctrl_c_ends_early_and_still_writes_the_profile() {
     // Something to sample: an idle host may give no sample at all in a second.
     let workload = Command::new(fixture("c/split"))
         .arg("1")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .expect("run split");
+    let workload_pid = workload.id();
+    let workload = workload.wait_with_output().expect("wait for split");
     assert!(workload.status.success());
     unsafe { libc::kill(loupe.id() as i32, libc::SIGINT) };
     wait_success(loupe, "interrupted profile");
@@ -186,13 +190,16 @@ fn ctrl_c_ends_early_and_still_writes_the_profile() {
         started.elapsed().as_secs() < 30,
         "Ctrl-C did not end the profile early"
     );
-    let stacks = read_folded(&out);
+    let (_, samples) = read_json(&out);
+    let stacks: Vec<FoldedStack> = samples
+        .into_iter()
+        .filter(|(pid, _)| *pid == workload_pid)
+        .map(|(_, s)| s)
+        .collect();
     // Every sample of the workload, which ran entirely before Ctrl-C, is in the file.
     let truth = ground_truth(&workload.stdout);
     let cpu_ns = truth_ns(&truth, "hot_three_ns") + truth_ns(&truth, "cold_one_ns");
-    let split_samples = count_where(&stacks, |s| {
-        s.process() == "split" && (s.has("hot_three") || s.has("cold_one"))
-    });
+    let split_samples = count_where(&stacks, |s| s.has("hot_three") || s.has("cold_one"));
     assert_total(
         split_samples,
         cpu_ns,

@@ -175,6 +175,38 @@ pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
         .collect()
 }
 
+/// A JSON profile (`-o NAME.json`): the document, and each sample as a stack like a folded
+/// line's (root first, the process name first) with its pid.
+pub fn read_json(path: &Path) -> (serde_json::Value, Vec<(u32, FoldedStack)>) {
+    let text = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let profile: serde_json::Value = serde_json::from_slice(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    let frames = profile["frames"].as_array().expect("frames");
+    let name = |id: &serde_json::Value| -> String {
+        let frame = id.as_u64().and_then(|i| frames.get(i as usize));
+        match frame.and_then(|f| f["function"].as_str()) {
+            Some(function) => function.to_string(),
+            None => panic!("bad frame reference {id} in {}", path.display()),
+        }
+    };
+    let samples = profile["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .map(|s| {
+            let comm = s["comm"].as_str().expect("comm").to_string();
+            let stack = s["stack"].as_array().expect("stack");
+            let pid = s["pid"].as_u64().expect("pid") as u32;
+            let frames = std::iter::once(comm)
+                .chain(stack.iter().rev().map(name))
+                .collect();
+            let count = s["count"].as_u64().expect("count");
+            (pid, FoldedStack { frames, count })
+        })
+        .collect();
+    (profile, samples)
+}
+
 /// Samples in `stacks` whose stack satisfies `pred`.
 pub fn count_where(stacks: &[FoldedStack], pred: impl Fn(&FoldedStack) -> bool) -> u64 {
     stacks.iter().filter(|s| pred(s)).map(|s| s.count).sum()
