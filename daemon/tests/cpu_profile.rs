@@ -1,5 +1,6 @@
-//! On-CPU profiling against ground truth: each fixture measures its own CPU split with the
-//! thread CPU clock and prints it; loupe's sampled shares must agree within 5 points.
+//! On-CPU profiling against ground truth: each fixture measures its own CPU time with the
+//! thread CPU clock and prints it; loupe's sampled shares must agree within 5 points, and its
+//! sample totals with that CPU time x the sampling frequency within 10%.
 
 mod common;
 
@@ -9,12 +10,13 @@ use common::*;
 
 /// Sampling rate for accuracy tests: ~1,500 samples in 3 s keeps the sampling error of a
 /// 75% share near 1 point, well inside the 5-point tolerance.
-const HZ: &str = "499";
+const HZ: u32 = 499;
 const TOLERANCE_POINTS: f64 = 5.0;
 
 /// Runs `loupe profile -F HZ -d DURATION -o OUT TARGET...`, asserting success.
 fn profile_at_hz(out: &str, duration: &str, target: &[&str]) -> std::process::Output {
-    let mut argv = vec!["profile", "-F", HZ, "-d", duration, "-o", out];
+    let hz = HZ.to_string();
+    let mut argv = vec!["profile", "-F", &hz, "-d", duration, "-o", out];
     argv.extend_from_slice(target);
     loupe(&argv)
 }
@@ -34,14 +36,18 @@ fn profile_command(
     (read_folded(&out), ground_truth(&output.stdout))
 }
 
-/// loupe's share of `a` among samples in `a` or `b`, against the fixture's, in points.
+/// loupe's samples in `a` or `b` against the CPU time the fixture spent in them, and its
+/// share of `a` against the fixture's, in points.
 fn assert_split(stacks: &[FoldedStack], a: &str, b: &str, truth_a: f64, truth_b: f64, what: &str) {
-    let in_a = count_where(stacks, |s| s.has(a)) as f64;
-    let in_b = count_where(stacks, |s| s.has(b)) as f64;
-    assert!(
-        in_a + in_b >= 300.0,
-        "{what}: too few samples in {a}/{b}: {in_a}+{in_b}"
+    let in_a = count_where(stacks, |s| s.has(a));
+    let in_b = count_where(stacks, |s| s.has(b));
+    assert_total(
+        in_a + in_b,
+        truth_a + truth_b,
+        HZ,
+        &format!("{what}: {a}+{b}"),
     );
+    let (in_a, in_b) = (in_a as f64, in_b as f64);
     let measured = 100.0 * in_a / (in_a + in_b);
     let expected = 100.0 * truth_a / (truth_a + truth_b);
     assert!(
@@ -56,8 +62,8 @@ fn c_split_matches_the_programs_own_cpu_accounting() {
     let _serial = serial();
     let dir = temp_dir();
     let (stacks, truth) = profile_command(&fixture("c/split"), &["3"], dir.path(), "c-split");
-    let hot = truth["hot_three_ns"].as_f64().expect("hot_three_ns");
-    let cold = truth["cold_one_ns"].as_f64().expect("cold_one_ns");
+    let hot = truth_ns(&truth, "hot_three_ns");
+    let cold = truth_ns(&truth, "cold_one_ns");
     assert_split(&stacks, "hot_three", "cold_one", hot, cold, "C split");
     // Built without frame pointers: the callers must still be found through .eh_frame.
     for f in ["hot_three", "cold_one"] {
@@ -76,8 +82,8 @@ fn stripped_go_splits_match_for_every_go_version() {
         let binary = fixture(&format!("go{version}/split"));
         let (stacks, truth) = profile_command(&binary, &["3"], dir.path(), &format!("go{version}"));
         let what = format!("Go {version}");
-        let a = truth["spinA_ns"].as_f64().expect("spinA_ns");
-        let b = truth["spinB_ns"].as_f64().expect("spinB_ns");
+        let a = truth_ns(&truth, "spinA_ns");
+        let b = truth_ns(&truth, "spinB_ns");
         assert_split(&stacks, "main.spinA", "main.spinB", a, b, &what);
 
         // Every frame of the stripped binary is named (pclntab), none shown as module+offset.
@@ -99,7 +105,15 @@ fn stripped_go_splits_match_for_every_go_version() {
         let with_caller = count_where(&stacks, |s| {
             matches!(s.caller_of("main.spin"), Some("main.spinA" | "main.spinB"))
         });
-        assert!(in_spin > 100, "{what}: only {in_spin} samples in main.spin");
+        // spinA does nothing but call spin, so nearly all of its CPU time is spin's: the
+        // samples of spin under spinA must be its CPU time x HZ too (not a handful).
+        let spin_under_a = count_where(&stacks, |s| s.caller_of("main.spin") == Some("main.spinA"));
+        assert_total(
+            spin_under_a,
+            a,
+            HZ,
+            &format!("{what}: main.spin <- main.spinA"),
+        );
         assert_eq!(
             with_caller, in_spin,
             "{what}: main.spin without its caller in some stacks"
@@ -162,13 +176,19 @@ fn callers_of_glibc_and_kernel_frames_appear_as_perf_dwarf_shows_them() {
     let _serial = serial();
     let dir = temp_dir();
     let binary = fixture("c/libc_caller");
-    let (stacks, _) = profile_command(&binary, &["3"], dir.path(), "libc");
+    let (stacks, truth) = profile_command(&binary, &["3"], dir.path(), "libc");
     let ours: Vec<_> = stacks
         .into_iter()
         .filter(|s| s.process() == "libc_caller")
         .collect();
     let total = count_where(&ours, |_| true);
-    assert!(total > 200, "only {total} samples of libc_caller");
+    let in_loop = count_where(&ours, |s| s.has("call_libc"));
+    assert_total(
+        in_loop,
+        truth_ns(&truth, "call_libc_ns"),
+        HZ,
+        "libc_caller: call_libc",
+    );
 
     // Samples in glibc or the kernel below the loop: the caller must be in the stack.
     let in_libc_or_kernel = |s: &FoldedStack| {
@@ -180,10 +200,6 @@ fn callers_of_glibc_and_kernel_frames_appear_as_perf_dwarf_shows_them() {
     let with_caller = count_where(&ours, |s| {
         in_libc_or_kernel(s) && !is_startup(s) && s.has("call_libc")
     });
-    assert!(
-        below_loop > 200,
-        "only {below_loop} samples in glibc/kernel"
-    );
     let ours_pct = 100.0 * with_caller as f64 / below_loop as f64;
 
     // Ground truth: perf's own DWARF unwinding of the same program.
@@ -195,11 +211,17 @@ fn callers_of_glibc_and_kernel_frames_appear_as_perf_dwarf_shows_them() {
         "call_libc in only {ours_pct:.1}% of glibc/kernel stacks"
     );
 
-    // Kernel frames: a syscall-heavy program spends much of its time there.
+    // Kernel frames: the share of samples with them is the kernel's share of the process's
+    // CPU time (getrusage's system time; the kernel splits user/system by tick, so allow the
+    // same 5 points as the splits).
     let with_kernel = count_where(&ours, |s| s.frames.iter().any(|f| f.ends_with("_[k]")));
+    let kernel_pct = 100.0 * with_kernel as f64 / total as f64;
+    let (user, system) = (truth_ns(&truth, "user_ns"), truth_ns(&truth, "system_ns"));
+    let system_pct = 100.0 * system / (user + system);
     assert!(
-        with_kernel * 5 >= total,
-        "kernel frames in only {with_kernel} of {total} samples"
+        (kernel_pct - system_pct).abs() <= TOLERANCE_POINTS,
+        "kernel frames in {kernel_pct:.1}% of {total} samples; the process had {system_pct:.1}% \
+         system time"
     );
     assert!(
         ours.iter()
@@ -225,7 +247,15 @@ fn is_startup(s: &FoldedStack) -> bool {
 fn perf_dwarf_share_with_caller(binary: &Path, dir: &Path) -> f64 {
     let data = dir.join("perf.data");
     let record = Command::new("perf")
-        .args(["record", "-q", "-F", HZ, "--call-graph", "dwarf", "-o"])
+        .args([
+            "record",
+            "-q",
+            "-F",
+            &HZ.to_string(),
+            "--call-graph",
+            "dwarf",
+            "-o",
+        ])
         .arg(&data)
         .arg("--")
         .arg(binary)
@@ -243,8 +273,12 @@ fn perf_dwarf_share_with_caller(binary: &Path, dir: &Path) -> f64 {
         .output()
         .expect("perf script");
     let text = String::from_utf8_lossy(&script.stdout);
-    let (mut relevant, mut with_caller) = (0u64, 0u64);
+    let (mut all, mut relevant, mut with_caller) = (0u64, 0u64, 0u64);
     for sample in text.split("\n\n") {
+        if !sample.trim_start().starts_with("libc_caller") {
+            continue;
+        }
+        all += 1;
         let frames: Vec<&str> = sample
             .lines()
             .skip(1)
@@ -254,18 +288,20 @@ fn perf_dwarf_share_with_caller(binary: &Path, dir: &Path) -> f64 {
             let sym = l.split_whitespace().nth(1).unwrap_or("");
             is_libc_syscall_wrapper(sym) || l.contains("[kernel.kallsyms]")
         });
-        if !sample.trim_start().starts_with("libc_caller")
-            || !in_libc_or_kernel
-            || !frames.contains(&"main")
-        {
+        if !in_libc_or_kernel || !frames.contains(&"main") {
             continue;
         }
         relevant += 1;
         with_caller += u64::from(frames.contains(&"call_libc"));
     }
-    assert!(
-        relevant > 100,
-        "perf recorded only {relevant} relevant samples"
+    // The reference must have sampled the whole run, or its percentage describes a fragment.
+    let truth = ground_truth(&record.stdout);
+    let cpu_ns = truth_ns(&truth, "user_ns") + truth_ns(&truth, "system_ns");
+    assert_total(
+        all,
+        cpu_ns,
+        HZ,
+        "perf record --call-graph dwarf: libc_caller",
     );
     100.0 * with_caller as f64 / relevant as f64
 }
@@ -275,12 +311,14 @@ fn whole_host_profiles_name_frames_of_short_lived_processes() {
     assert_root();
     let _serial = serial();
     let dir = temp_dir();
-    let out = dir.path().join("all.folded");
+    // JSON, which carries pids: other programs on the host may be named short_lived too.
+    let out = dir.path().join("all.json");
+    let hz = HZ.to_string();
     let loupe = spawn_loupe(&[
         "profile",
         "--all",
         "-F",
-        HZ,
+        &hz,
         "-d",
         "120s",
         "-o",
@@ -289,32 +327,36 @@ fn whole_host_profiles_name_frames_of_short_lived_processes() {
     // Twenty processes of ~40 ms each, every one exited long before the profile ends
     // (with Ctrl-C once the last one is gone, however long a loaded machine took).
     let short_lived = fixture("c/short_lived");
+    let (mut spin_ns, mut pids) = (0.0, Vec::new());
     for _ in 0..20 {
-        let status = Command::new(&short_lived)
-            .stdout(std::process::Stdio::null())
-            .status()
+        let child = Command::new(&short_lived)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
             .expect("run short_lived");
-        assert!(status.success());
+        pids.push(child.id());
+        let run = child.wait_with_output().expect("wait for short_lived");
+        assert!(run.status.success());
+        spin_ns += truth_ns(&ground_truth(&run.stdout), "short_lived_spin_ns");
     }
     std::thread::sleep(SETTLE);
     unsafe { libc::kill(loupe.id() as i32, libc::SIGINT) };
     wait_success(loupe, "--all");
-    let stacks = read_folded(&out);
+    let (_, samples) = read_json(&out);
     // Samples inside execve still carry the replaced image's addresses; all others count.
-    let ours: Vec<_> = stacks
+    let ours: Vec<_> = samples
         .into_iter()
-        .filter(|s| s.process() == "short_lived" && !s.has("__x64_sys_execve_[k]"))
+        .filter(|(pid, s)| {
+            pids.contains(pid) && s.process() == "short_lived" && !s.has("__x64_sys_execve_[k]")
+        })
+        .map(|(_, s)| s)
         .collect();
-    let in_spin = count_where(&ours, |s| s.caller_of("short_lived_spin") == Some("main"));
-    // 20 processes x 40 ms x 499 Hz = 399 samples expected in short_lived_spin.
-    assert!(
-        in_spin >= 200,
-        "only {in_spin} samples of short_lived_spin <- main"
-    );
+    // Every sample of processes long gone when the profile is written. (They spent a
+    // millisecond or so of their ~41 ms outside the spin, starting up: within tolerance.)
+    let total = count_where(&ours, |_| true);
+    assert_total(total, spin_ns, HZ, "20 short-lived processes (all samples)");
     // A sample handled after its process is gone, taken before loupe could read the mappings
     // it ran in (the first instants after fork), keeps unnamed frames: on a loaded machine
     // that can happen to one or two. Everything else must be named.
-    let total = count_where(&ours, |_| true);
     let unknown: Vec<_> = ours
         .iter()
         .filter(|s| s.frames.iter().any(|f| f.starts_with("[unknown]")))
@@ -323,6 +365,14 @@ fn whole_host_profiles_name_frames_of_short_lived_processes() {
     assert!(
         unknown_samples * 50 <= total,
         "{unknown_samples} of {total} samples have unmapped frames: {unknown:?}"
+    );
+    // ... so the spin's samples, named with their caller, are its CPU time x HZ too.
+    let in_spin = count_where(&ours, |s| s.caller_of("short_lived_spin") == Some("main"));
+    assert_total(
+        in_spin,
+        spin_ns,
+        HZ,
+        "20 short-lived processes: short_lived_spin <- main",
     );
     let in_main = count_where(&ours, |s| s.has("main"));
     let full_chain = count_where(&ours, |s| {
@@ -351,17 +401,33 @@ fn a_launched_command_is_traced_with_its_descendants() {
     let dir = temp_dir();
     let out = dir.path().join("tree.folded");
     let (split, short) = (fixture("c/split"), fixture("c/short_lived"));
+    // Each program prints its ground truth to the shared stdout, which loupe passes on.
     let script = format!(
-        "{} 1.5 >/dev/null & {}; {}; wait",
+        "{} 1.5 & {} 200; {} 200; wait",
         split.display(),
         short.display(),
         short.display()
     );
-    profile_at_hz(
+    let output = profile_at_hz(
         out.to_str().expect("utf-8"),
         "30s",
         &["--", "sh", "-c", &script],
     );
+    let truths = ground_truths(&output.stdout);
+    let split_ns: f64 = truths
+        .iter()
+        .filter(|t| t.get("hot_three_ns").is_some())
+        .map(|t| truth_ns(t, "hot_three_ns") + truth_ns(t, "cold_one_ns"))
+        .sum();
+    let short_truths: Vec<_> = truths
+        .iter()
+        .filter(|t| t.get("short_lived_spin_ns").is_some())
+        .collect();
+    assert_eq!(short_truths.len(), 2, "ground truths: {truths:?}");
+    let short_ns: f64 = short_truths
+        .iter()
+        .map(|t| truth_ns(t, "short_lived_spin_ns"))
+        .sum();
     let stacks = read_folded(&out);
     let split_samples = count_where(&stacks, |s| {
         s.process() == "split" && (s.has("hot_three") || s.has("cold_one"))
@@ -369,13 +435,12 @@ fn a_launched_command_is_traced_with_its_descendants() {
     let short_samples = count_where(&stacks, |s| {
         s.process() == "short_lived" && s.has("short_lived_spin")
     });
-    assert!(
-        split_samples > 300,
-        "the backgrounded child was not traced: {split_samples} samples"
-    );
-    assert!(
-        short_samples > 10,
-        "the foreground children were not traced: {short_samples} samples"
+    assert_total(split_samples, split_ns, HZ, "the backgrounded split");
+    assert_total(
+        short_samples,
+        short_ns,
+        HZ,
+        "the two foreground short_lived",
     );
     // Nothing else on the host is in the profile.
     let others: Vec<_> = stacks
@@ -395,23 +460,34 @@ fn a_pid_that_exits_during_the_profile_still_gets_its_profile() {
     let _serial = serial();
     let dir = temp_dir();
     let out = dir.path().join("pid.folded");
-    let mut target = Command::new(fixture("c/split"))
-        .arg("1.5")
-        .stdout(std::process::Stdio::null())
+    // Long enough to outlast loupe's start-up on a loaded machine, short against -d.
+    let target = Command::new(fixture("c/split"))
+        .arg("3")
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start split");
     let pid = target.id().to_string();
-    let output = profile_at_hz(out.to_str().expect("utf-8"), "20s", &["-p", &pid]);
-    let _ = target.wait();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let hz = HZ.to_string();
+    let out_arg = out.to_str().expect("utf-8");
+    let (loupe, stderr) =
+        spawn_loupe_keeping_stderr(&["profile", "-F", &hz, "-d", "30s", "-o", out_arg, "-p", &pid]);
+    // The CPU time split had before sampling started is not in the profile.
+    let before_ns = schedstat_cpu_ns(target.id());
+    let truth = ground_truth(&target.wait_with_output().expect("wait for split").stdout);
+    wait_success(loupe, "-p PID");
+    let stderr = stderr.join().expect("loupe's stderr");
     assert!(
         stderr.contains("exited during the profile"),
         "no note about the exit: {stderr}"
     );
     let stacks = read_folded(&out);
-    assert!(
-        count_where(&stacks, |s| s.has("hot_three")) > 100,
-        "profile of the exited pid is missing its samples"
+    let sampled = count_where(&stacks, |s| s.has("hot_three") || s.has("cold_one"));
+    let cpu_ns = truth_ns(&truth, "hot_three_ns") + truth_ns(&truth, "cold_one_ns");
+    assert_total(
+        sampled,
+        cpu_ns - before_ns,
+        HZ,
+        "split's life after loupe attached",
     );
 }
 
@@ -427,7 +503,7 @@ fn binaries_in_another_mount_namespace_are_symbolized() {
         "mount -t tmpfs tmpfs /mnt && cp {} /mnt/hidden_split && exec /mnt/hidden_split 1.5",
         fixture("c/split").display()
     );
-    profile_at_hz(
+    let output = profile_at_hz(
         out.to_str().expect("utf-8"),
         "30s",
         &[
@@ -449,9 +525,12 @@ fn binaries_in_another_mount_namespace_are_symbolized() {
     let named = count_where(&stacks, |s| {
         s.process() == "hidden_split" && s.caller_of("hot_three") == Some("main")
     });
-    assert!(
-        named > 200,
-        "hot_three <- main in only {named} samples of the namespaced binary"
+    let hot_ns = truth_ns(&ground_truth(&output.stdout), "hot_three_ns");
+    assert_total(
+        named,
+        hot_ns,
+        HZ,
+        "hot_three <- main in the namespaced binary",
     );
 }
 
@@ -471,35 +550,10 @@ fn frame_pointer_mode_counts_in_the_kernel_without_losses() {
         &["--unwind", "fp", "--", split.to_str().expect("utf-8"), "3"],
     );
     let truth = ground_truth(&output.stdout);
-    let profile: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&out).expect("read JSON")).expect("JSON profile");
-    let frames = profile["frames"].as_array().expect("frames");
-    let stacks: Vec<FoldedStack> = profile["samples"]
-        .as_array()
-        .expect("samples")
-        .iter()
-        .map(|s| FoldedStack {
-            frames: std::iter::once(s["comm"].as_str().unwrap_or_default().to_string())
-                .chain(
-                    s["stack"]
-                        .as_array()
-                        .expect("stack")
-                        .iter()
-                        .rev()
-                        .map(|id| {
-                            let id = id.as_u64().expect("frame id") as usize;
-                            frames[id]["function"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_string()
-                        }),
-                )
-                .collect(),
-            count: s["values"][0].as_u64().expect("sample count (values[0])"),
-        })
-        .collect();
-    let hot = truth["hot_three_ns"].as_f64().expect("hot_three_ns");
-    let cold = truth["cold_one_ns"].as_f64().expect("cold_one_ns");
+    let (profile, samples) = read_json(&out);
+    let stacks: Vec<FoldedStack> = samples.into_iter().map(|(_, s)| s).collect();
+    let hot = truth_ns(&truth, "hot_three_ns");
+    let cold = truth_ns(&truth, "cold_one_ns");
     assert_split(
         &stacks,
         "hot_three",

@@ -28,7 +28,8 @@ pub fn loupe_binary(release: bool) -> PathBuf {
 
 /// Builds the eBPF object; returns its absolute path.
 pub fn build_ebpf() -> Result<PathBuf> {
-    println!("build: eBPF programs (nightly, bpfel-unknown-none, build-std=core)");
+    let nightly = crate::setup::nightly();
+    println!("build: eBPF programs ({nightly}, bpfel-unknown-none, build-std=core)");
     // ebpf/.cargo/config.toml selects the target and build-std; it only applies when
     // cargo runs inside ebpf/. The outer `cargo run` exported RUSTUP_TOOLCHAIN=stable,
     // its own CARGO, LD_LIBRARY_PATH and package variables: scrub them so that `+nightly`
@@ -39,7 +40,8 @@ pub fn build_ebpf() -> Result<PathBuf> {
     cmd.env_remove("RUSTFLAGS")
         .env("PATH", util::path_with_cargo_bin())
         .current_dir(workspace_root().join("ebpf"))
-        .args(["+nightly", "build", "--release", "--features", "probes"])
+        .arg(format!("+{nightly}"))
+        .args(["build", "--release", "--features", "probes"])
         .arg("--target-dir")
         .arg(bpf_target_dir());
     util::run(&mut cmd)?;

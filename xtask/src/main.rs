@@ -47,14 +47,29 @@ enum Cmd {
         args: Vec<OsString>,
     },
     /// Measure loupe's cost: a fixed-work benchmark under no profiler, loupe at 19 and 99 Hz,
-    /// and perf record, side by side; writes target/bench/report.md.
+    /// and perf record, side by side; writes target/bench/report.md. `bench churn` measures
+    /// loupe's memory and state under process and binary churn instead.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
+        #[command(subcommand)]
+        mode: Option<BenchMode>,
         /// Interleaved rounds (medians are reported).
         #[arg(long, default_value_t = 7)]
         rounds: usize,
         /// Work per benchmark run (passed to bench_work).
         #[arg(long, default_value_t = 8000)]
         work: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchMode {
+    /// `loupe profile --all` while new programs are compiled and run without pause: loupe's
+    /// RSS after 2 minutes and at the end, and its state counts; writes target/bench/churn.md.
+    Churn {
+        /// Length of the profile, in minutes.
+        #[arg(long, default_value_t = 20)]
+        minutes: u64,
     },
 }
 
@@ -66,7 +81,15 @@ fn main() -> ExitCode {
         Cmd::Fixtures => fixtures::build_all().map(|_| ()),
         Cmd::Run { release, args } => run::run(release, args),
         Cmd::Test { args } => test::run(args),
-        Cmd::Bench { rounds, work } => bench::run(rounds, work),
+        Cmd::Bench {
+            mode: Some(BenchMode::Churn { minutes }),
+            ..
+        } => bench::churn::run(minutes),
+        Cmd::Bench {
+            mode: None,
+            rounds,
+            work,
+        } => bench::run(rounds, work),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,6 +130,30 @@ mod tests {
         match parse(&["test", "--", "go_split", "--", "--nocapture"]) {
             Cmd::Test { args } => assert_eq!(args, ["go_split", "--", "--nocapture"]),
             _ => panic!("not test"),
+        }
+    }
+
+    #[test]
+    fn bench_churn_takes_minutes_and_defaults_to_twenty() {
+        match parse(&["bench", "churn", "--minutes", "3"]) {
+            Cmd::Bench {
+                mode: Some(BenchMode::Churn { minutes }),
+                ..
+            } => assert_eq!(minutes, 3),
+            _ => panic!("not bench churn"),
+        }
+        match parse(&["bench", "churn"]) {
+            Cmd::Bench {
+                mode: Some(BenchMode::Churn { minutes }),
+                ..
+            } => assert_eq!(minutes, 20),
+            _ => panic!("not bench churn"),
+        }
+        match parse(&["bench", "--rounds", "3"]) {
+            Cmd::Bench {
+                mode: None, rounds, ..
+            } => assert_eq!(rounds, 3),
+            _ => panic!("not bench"),
         }
     }
 

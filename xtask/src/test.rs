@@ -51,25 +51,37 @@ pub fn run(cargo_test_args: Vec<OsString>) -> Result<()> {
         cargo_test.env(go_env_var(version), path);
     }
 
+    // rustfmt and clippy run with the pinned lint toolchain (see setup::LINT_TOOLCHAIN): a new
+    // stable release's lints must not fail an unchanged tree.
+    let lint = format!("+{}", setup::LINT_TOOLCHAIN);
     let mut fmt = util::cargo();
     fmt.current_dir(workspace_root())
-        .args(["fmt", "--all", "--check"]);
+        .args([lint.as_str(), "fmt", "--all", "--check"]);
     // ebpf/ is outside the workspace; check its formatting separately.
     let mut fmt_ebpf = util::cargo();
     fmt_ebpf.current_dir(workspace_root()).args([
+        lint.as_str(),
         "fmt",
         "--check",
         "--manifest-path",
         "ebpf/Cargo.toml",
     ]);
     let mut clippy = build::workspace_cargo(&object);
-    clippy.args(["clippy", "--workspace", "--", "-D", "warnings"]);
+    clippy.args([
+        lint.as_str(),
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
 
     let steps: Vec<(&str, Command)> = vec![
         ("cargo test", cargo_test),
         ("cargo fmt --check", fmt),
         ("cargo fmt --check (ebpf)", fmt_ebpf),
-        ("cargo clippy", clippy),
+        ("cargo clippy --all-targets", clippy),
     ];
     let mut results = Vec::new();
     for (name, mut cmd) in steps {

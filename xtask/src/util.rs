@@ -131,13 +131,17 @@ pub fn is_root() -> bool {
 }
 
 /// A command that needs root: run directly when root, through `sudo` when not and sudo
-/// exists, otherwise an error explaining what to run.
+/// exists (`sudo -n` when no terminal could answer a password prompt), otherwise an error
+/// explaining what to run.
 pub fn privileged(program: &str, why: &str) -> Result<Command> {
     if is_root() {
         return Ok(Command::new(program));
     }
     if which("sudo").is_some() {
         let mut cmd = Command::new("sudo");
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            cmd.arg("-n");
+        }
         cmd.arg("--").arg(program);
         return Ok(cmd);
     }

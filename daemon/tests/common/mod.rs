@@ -96,6 +96,11 @@ pub fn loupe(args: &[&str]) -> Output {
 
 /// Starts `loupe ARGS` and waits until it reports that sampling has started.
 pub fn spawn_loupe(args: &[&str]) -> Child {
+    spawn_loupe_keeping_stderr(args).0
+}
+
+/// Like [`spawn_loupe`], and also returns the rest of loupe's stderr, joined once it exits.
+pub fn spawn_loupe_keeping_stderr(args: &[&str]) -> (Child, std::thread::JoinHandle<String>) {
     let mut child = Command::new(loupe_bin())
         .args(args)
         .stderr(Stdio::piped())
@@ -111,8 +116,13 @@ pub fn spawn_loupe(args: &[&str]) -> Child {
         }
     }
     // Keep draining stderr so loupe never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    child
+    let rest = std::thread::spawn(move || {
+        lines
+            .map_while(Result::ok)
+            .map(|l| l + "\n")
+            .collect::<String>()
+    });
+    (child, rest)
 }
 
 pub fn wait_success(child: Child, what: &str) {
@@ -165,20 +175,103 @@ pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
         .collect()
 }
 
+/// A JSON profile (`-o NAME.json`): the document, and each sample as a stack like a folded
+/// line's (root first, the process name first) with its pid.
+pub fn read_json(path: &Path) -> (serde_json::Value, Vec<(u32, FoldedStack)>) {
+    let text = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let profile: serde_json::Value = serde_json::from_slice(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    let frames = profile["frames"].as_array().expect("frames");
+    let name = |id: &serde_json::Value| -> String {
+        let frame = id.as_u64().and_then(|i| frames.get(i as usize));
+        match frame.and_then(|f| f["function"].as_str()) {
+            Some(function) => function.to_string(),
+            None => panic!("bad frame reference {id} in {}", path.display()),
+        }
+    };
+    let samples = profile["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .map(|s| {
+            let comm = s["comm"].as_str().expect("comm").to_string();
+            let stack = s["stack"].as_array().expect("stack");
+            let pid = s["pid"].as_u64().expect("pid") as u32;
+            let frames = std::iter::once(comm)
+                .chain(stack.iter().rev().map(name))
+                .collect();
+            let count = s["values"][0].as_u64().expect("sample count (values[0])");
+            (pid, FoldedStack { frames, count })
+        })
+        .collect();
+    (profile, samples)
+}
+
 /// Samples in `stacks` whose stack satisfies `pred`.
 pub fn count_where(stacks: &[FoldedStack], pred: impl Fn(&FoldedStack) -> bool) -> u64 {
     stacks.iter().filter(|s| pred(s)).map(|s| s.count).sum()
 }
 
-/// The fixtures' own ground truth: a one-line JSON object of nanosecond counters.
+/// The fixtures' own ground truth: a one-line JSON object of nanosecond counters (the last
+/// such line of `stdout`).
 pub fn ground_truth(stdout: &[u8]) -> serde_json::Value {
     let text = String::from_utf8_lossy(stdout);
-    let line = text
+    ground_truths(stdout)
+        .pop()
+        .unwrap_or_else(|| panic!("no ground-truth JSON in fixture output {text:?}"))
+}
+
+/// Every ground-truth line in `stdout`, in order (several fixtures may share one stdout).
+pub fn ground_truths(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
         .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no ground-truth JSON in fixture output {text:?}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad ground truth {line:?}: {e}"))
+        .filter(|l| l.starts_with('{'))
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad ground truth {line:?}: {e}"))
+        })
+        .collect()
+}
+
+/// A nanosecond counter of a ground-truth object, which must be there.
+pub fn truth_ns(truth: &serde_json::Value, key: &str) -> f64 {
+    truth[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("ground truth lacks {key}: {truth}"))
+}
+
+/// How far a sample total may stray from the workload's CPU time x the sampling frequency.
+/// cpu-clock sampling fires once per 1/HZ of CPU time on each CPU, so a program's samples are
+/// its CPU time x HZ up to phase quantization (at most a sample per process and function
+/// boundary) and whatever the sampler loses or counts twice: 10% absorbs the first and
+/// catches any systematic loss.
+pub const TOTAL_TOLERANCE: f64 = 0.10;
+
+/// Asserts that `samples` is `cpu_ns` of CPU time x `hz`, within [`TOTAL_TOLERANCE`].
+pub fn assert_total(samples: u64, cpu_ns: f64, hz: u32, what: &str) {
+    assert!(
+        cpu_ns > 0.0,
+        "{what}: the workload reports no CPU time ({cpu_ns} ns)"
+    );
+    let expected = cpu_ns * f64::from(hz) / 1e9;
+    let off = samples as f64 / expected - 1.0;
+    assert!(
+        off.abs() <= TOTAL_TOLERANCE,
+        "{what}: {samples} samples, expected {expected:.0} ({:.1} ms of CPU x {hz} Hz) within \
+         {:.0}%: off by {:+.1}%",
+        cpu_ns / 1e6,
+        TOTAL_TOLERANCE * 100.0,
+        off * 100.0
+    );
+}
+
+/// CPU time a live (or not yet reaped) process has had, from /proc/PID/schedstat.
+pub fn schedstat_cpu_ns(pid: u32) -> f64 {
+    let path = format!("/proc/{pid}/schedstat");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    text.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("bad {path}: {text:?}"))
 }
 
 pub fn temp_dir() -> tempfile::TempDir {

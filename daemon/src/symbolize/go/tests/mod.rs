@@ -14,8 +14,23 @@ use std::path::{Path, PathBuf};
 
 use super::GoTable;
 
-/// Releases the fixture builder (`cargo xtask fixtures`) compiles, as directory suffixes.
-const GO_VERSIONS: [&str; 5] = ["1.19", "1.21.13", "1.24.11", "1.26.6", "1.27.3"];
+/// The Go toolchains `cargo xtask setup` installs and `cargo xtask fixtures` builds with: the
+/// same file xtask reads, so a version added there is tested here, or these tests fail.
+const GO_TOOLCHAINS: &str = include_str!("../../../../../xtask/go-toolchains.txt");
+
+/// The versions in [`GO_TOOLCHAINS`] (`<version> <source>` lines, `#` comments), as the
+/// fixture directories name them (`go1.19`, `go1.24.11`).
+fn go_versions() -> Vec<&'static str> {
+    let versions: Vec<&str> = GO_TOOLCHAINS
+        .lines()
+        .filter_map(|l| l.split('#').next()?.split_whitespace().next())
+        .collect();
+    assert!(
+        !versions.is_empty(),
+        "xtask/go-toolchains.txt lists no Go toolchain"
+    );
+    versions
+}
 
 /// `$LOUPE_FIXTURES`, or `<workspace>/target/fixtures`.
 fn fixtures_root() -> PathBuf {
@@ -54,13 +69,13 @@ fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// Every Go version whose fixture directory exists. Fails (not skips) when there is none:
-/// these tests are the only check that the parser matches real binaries.
+/// The fixture of every Go version setup installs. Fails (not skips) when any is missing:
+/// these tests are the only check that the parser matches real binaries of each release.
 pub(super) fn fixtures() -> Vec<Fixture> {
     let root = fixtures_root();
-    let found: Vec<Fixture> = GO_VERSIONS
+    let versions = go_versions();
+    let fixtures: Vec<Fixture> = versions
         .iter()
-        .filter(|v| root.join(format!("go{v}")).is_dir())
         .map(|&version| {
             let dir = root.join(format!("go{version}"));
             Fixture {
@@ -70,11 +85,32 @@ pub(super) fn fixtures() -> Vec<Fixture> {
             }
         })
         .collect();
+    let missing: Vec<String> = fixtures
+        .iter()
+        .flat_map(|f| [&f.stripped, &f.debug])
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
     assert!(
-        !found.is_empty(),
-        "no Go fixtures under {} (looked for go{{{}}}/symtest): run `cargo xtask fixtures`",
-        root.display(),
-        GO_VERSIONS.join(",")
+        missing.is_empty(),
+        "Go fixtures missing for versions in xtask/go-toolchains.txt ({}): {}; \
+         run `cargo xtask fixtures`",
+        versions.join(", "),
+        missing.join(", ")
     );
-    found
+    fixtures
+}
+
+#[test]
+fn every_listed_go_version_has_its_fixture_built_by_that_release() {
+    // The Go linker embeds the toolchain's version (runtime.buildVersion, "go1.24.11") even in
+    // stripped binaries: a directory holding another release's build would test the wrong one.
+    for fx in fixtures() {
+        for path in [&fx.stripped, &fx.debug] {
+            let bytes = read(path);
+            let tag = format!("go{}", fx.version);
+            let found = bytes.windows(tag.len()).any(|w| w == tag.as_bytes());
+            assert!(found, "{} does not carry {tag}", path.display());
+        }
+    }
 }

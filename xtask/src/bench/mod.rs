@@ -7,6 +7,8 @@
 //! Reported: the benchmark's elapsed time as a ratio to no profiler; for each profiler, the
 //! time from the end of profiling to the written file and its peak RSS.
 
+pub mod churn;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
