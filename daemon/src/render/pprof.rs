@@ -3,7 +3,8 @@
 //!
 //! - Sample types from the profile type (`samples/count` + `cpu/nanoseconds` for CPU,
 //!   `off_cpu/nanoseconds`, `wall/nanoseconds`, `contentions/count` + `delay/nanoseconds`,
-//!   `goroutine/count`), with the primary one as `default_sample_type`. Sampled profiles
+//!   `goroutine/count`). `default_sample_type` is left unset, as the Go runtime leaves it:
+//!   pprof then shows the last type (time or delay rather than counts). Sampled profiles
 //!   have period type `cpu/nanoseconds` with period [`Profile::period`].
 //! - One `Function` per distinct (name, source file).
 //! - One `Location` per distinct run of frames that share one address: the inline frames
@@ -53,7 +54,6 @@ pub fn build(profile: &Profile) -> Result<protos::Profile, RenderError> {
         .period()
         .map(|p| i64::try_from(p.as_nanos()).unwrap_or(i64::MAX));
     let period_type = period.map(|_| b.value_type("cpu", "nanoseconds"));
-    let default_sample_type = sample_types[profile.profile_type.primary_index()].ty;
     let (pid, tid, comm) = (b.string("pid"), b.string("tid"), b.string("comm"));
 
     let mut pb_samples = Vec::with_capacity(profile.samples.len());
@@ -112,7 +112,7 @@ pub fn build(profile: &Profile) -> Result<protos::Profile, RenderError> {
 
     Ok(protos::Profile {
         sample_type: sample_types,
-        default_sample_type,
+        default_sample_type: 0,
         sample: pb_samples,
         mapping: b.mappings,
         location: b.locations,
