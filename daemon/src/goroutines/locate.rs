@@ -80,7 +80,7 @@ pub fn allgs(bin: &Binary, mem: &Memory, bias: u64) -> Result<(u64, Found), Goro
         let live = addr.wrapping_add(bias);
         match validate(bin, mem, live) {
             Ok(()) => return Ok((live, how)),
-            Err(Invalid::Gone) => return Err(GoroutineError::ProcessExited { pid: mem.pid() }),
+            Err(Invalid::Fatal(e)) => return Err(mem.error(e, "runtime.allgs")),
             Err(Invalid::Not(why)) => rejected.push(format!("{addr:#x}: {why}")),
         }
     }
@@ -95,15 +95,16 @@ pub fn allgs(bin: &Binary, mem: &Memory, bias: u64) -> Result<(u64, Found), Goro
 }
 
 enum Invalid {
-    Gone,
+    /// The process exited, or may not be read at all.
+    Fatal(ReadError),
     Not(String),
 }
 
 impl From<ReadError> for Invalid {
     fn from(e: ReadError) -> Self {
         match e {
-            ReadError::Gone => Invalid::Gone,
             ReadError::Unmapped => Invalid::Not("unreadable".into()),
+            fatal => Invalid::Fatal(fatal),
         }
     }
 }

@@ -25,6 +25,8 @@ pub enum ReadError {
     Gone,
     /// Nothing (or not all of it) is mapped there.
     Unmapped,
+    /// Not allowed to read that process (needs root or CAP_SYS_PTRACE).
+    Denied,
 }
 
 impl Memory {
@@ -91,7 +93,10 @@ impl Memory {
             .mem_file
             .get_or_init(|| File::open(format!("/proc/{}/mem", self.pid)).ok());
         let Some(file) = file else {
-            return Err(self.gone_or_unmapped());
+            return Err(match self.gone_or_unmapped() {
+                ReadError::Unmapped => ReadError::Denied,
+                e => e,
+            });
         };
         match file.read_exact_at(buf, addr) {
             Ok(()) => Ok(()),
@@ -115,6 +120,7 @@ impl Memory {
                 pid: self.pid,
                 what,
             },
+            ReadError::Denied => GoroutineError::PermissionDenied { pid: self.pid },
         }
     }
 }

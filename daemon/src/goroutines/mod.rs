@@ -6,7 +6,7 @@
 //! let process = goroutines::GoProcess::attach(pid)?;
 //! let census = process.census()?;
 //! for g in census.goroutines.iter().filter(|g| !g.system) {
-//!     let top = g.stack_pcs.first().and_then(|&pc| process.function(pc - 1));
+//!     let top = g.stack_pcs.first().and_then(|&pc| process.stack_frame(pc));
 //!     println!("{} {} {:?} {:?}", g.goid, g.state, g.wait_reason, top);
 //! }
 //! ```
@@ -47,6 +47,9 @@ use memory::{Memory, ReadError};
 
 use crate::symbolize::go::{GoError, GoFrame};
 
+/// How many times the goroutine list is reread when the runtime replaced it meanwhile.
+const LIST_READ_ATTEMPTS: usize = 3;
+
 /// Largest goid accepted as real (goids count every goroutine ever created).
 const MAX_GOID: u64 = 1 << 48;
 
@@ -69,6 +72,10 @@ pub enum GoroutineError {
     UnsupportedVersion { version: String, what: &'static str },
     #[error("Go binary built by {version}: runtime.allgs not found ({tried})")]
     AllgsNotFound { version: String, tried: String },
+    #[error(
+        "not allowed to read the memory of process {pid}: run as root (or with CAP_SYS_PTRACE)"
+    )]
+    PermissionDenied { pid: u32 },
     #[error("process {pid}: cannot read {what} from its memory")]
     Unreadable { pid: u32, what: &'static str },
     #[error("process {pid}: cannot read {what}: {reason}")]
@@ -167,16 +174,16 @@ pub struct Goroutine {
     /// CLOCK_MONOTONIC nanoseconds (the runtime's nanotime); None if no GC has seen it
     /// blocked yet. Compare with [`Census::taken_at_ns`].
     pub wait_since_ns: Option<u64>,
-    /// pc of the `go` statement that created it (`g.gopc`); None for goroutines the
-    /// runtime started itself (main).
+    /// Return address of the `go` statement that created it (`g.gopc`; name it with
+    /// [`GoProcess::stack_frame`]); None for the goroutine the runtime starts itself (main).
     pub created_by: Option<u64>,
     /// Entry of the goroutine's function (`g.startpc`).
     pub start_pc: u64,
     /// Whether the runtime counts it as a system goroutine (its function is in package
     /// runtime, except runtime.main): runtime.NumGoroutine() leaves those out.
     pub system: bool,
-    /// The resume pc then return addresses, innermost first (live addresses; symbolize
-    /// return addresses at pc - 1). Empty unless parked or in a system call.
+    /// The resume pc then return addresses, innermost first (live addresses; name them with
+    /// [`GoProcess::stack_frame`]). Empty for running goroutines.
     pub stack_pcs: Vec<u64>,
     pub stack_status: StackStatus,
 }
@@ -333,6 +340,18 @@ impl GoProcess {
         self.binary.table.symbolize(pc.wrapping_sub(self.bias))
     }
 
+    /// Frames of one pc of a goroutine's stack, named as the runtime's traceback names
+    /// them: a return address is looked up at pc - 1 (inside the call), except a function's
+    /// entry (where a goroutine that has not run yet resumes).
+    pub fn stack_frame(&self, pc: u64) -> Option<Vec<GoFrame>> {
+        let at = pc.wrapping_sub(self.bias);
+        if self.binary.table.function_entry(at) == Some(at) {
+            self.symbolize(pc)
+        } else {
+            self.symbolize(pc.wrapping_sub(1))
+        }
+    }
+
     /// The printed name of the innermost function at live address `pc`.
     pub fn function(&self, pc: u64) -> Option<String> {
         self.symbolize(pc)?.into_iter().next().map(|f| f.function)
@@ -342,15 +361,7 @@ impl GoProcess {
     pub fn census(&self) -> Result<Census, GoroutineError> {
         let taken_at_ns = monotonic_ns();
         let mem = &self.mem;
-        let header = |off| {
-            mem.read_u64(self.allgs + off)
-                .map_err(|e| mem.error(e, "the runtime.allgs slice header"))
-        };
-        let (ptr, len) = (header(0)?, header(8)?);
-        if ptr == 0 || len == 0 || len > locate::MAX_GOROUTINES {
-            return Err(mem.error(ReadError::Unmapped, "a valid runtime.allgs slice"));
-        }
-        let gps = self.read_pointers(ptr, len)?;
+        let gps = self.read_list()?;
 
         let mut census = Census {
             pid: self.pid,
@@ -365,13 +376,11 @@ impl GoProcess {
         for gp in gps {
             let g = match RawG::read(mem, &self.binary.layout, gp) {
                 Ok(g) => g,
-                Err(ReadError::Gone) => {
-                    return Err(GoroutineError::ProcessExited { pid: self.pid })
-                }
                 Err(ReadError::Unmapped) => {
                     census.skipped.unreadable += 1;
                     continue;
                 }
+                Err(e) => return Err(mem.error(e, "a goroutine")),
             };
             let Some(state) = GStatus::from_raw(g.status, self.binary.minor) else {
                 census.skipped.invalid += 1;
@@ -394,17 +403,42 @@ impl GoProcess {
         Ok(census)
     }
 
-    /// The `len` g pointers of the list, in bounded chunks.
-    fn read_pointers(&self, ptr: u64, len: u64) -> Result<Vec<u64>, GoroutineError> {
+    /// The g pointers of `runtime.allgs`. The slice header is read in one piece; if the
+    /// array cannot be read (the runtime grew it and freed the old one meanwhile), the
+    /// header is read again, a few times.
+    fn read_list(&self) -> Result<Vec<u64>, GoroutineError> {
+        let mem = &self.mem;
+        let mut last = None;
+        for _ in 0..LIST_READ_ATTEMPTS {
+            let mut header = [0u8; 16];
+            mem.read(self.allgs, &mut header)
+                .map_err(|e| mem.error(e, "the runtime.allgs slice header"))?;
+            let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().unwrap_or([0; 8]));
+            let (ptr, len) = (word(0), word(8));
+            if ptr == 0 || len == 0 || len > locate::MAX_GOROUTINES {
+                return Err(mem.error(ReadError::Unmapped, "a valid runtime.allgs slice"));
+            }
+            match self.read_pointers(ptr, len) {
+                Ok(gps) => return Ok(gps),
+                Err(e @ ReadError::Unmapped) => last = Some(e),
+                Err(e) => return Err(mem.error(e, "the goroutine list (runtime.allgs)")),
+            }
+        }
+        Err(mem.error(
+            last.unwrap_or(ReadError::Unmapped),
+            "the goroutine list (runtime.allgs)",
+        ))
+    }
+
+    /// The `len` g pointers at `ptr`, in bounded chunks.
+    fn read_pointers(&self, ptr: u64, len: u64) -> Result<Vec<u64>, ReadError> {
         let mut out = Vec::with_capacity(len as usize);
         let chunk = (memory::MAX_READ / 8) as u64;
         let mut i = 0;
         while i < len {
             let n = chunk.min(len - i);
             let mut buf = vec![0u8; (n * 8) as usize];
-            self.mem
-                .read(ptr + i * 8, &mut buf)
-                .map_err(|e| self.mem.error(e, "the goroutine list (runtime.allgs)"))?;
+            self.mem.read(ptr + i * 8, &mut buf)?;
             out.extend(
                 buf.chunks_exact(8)
                     .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))),
@@ -439,10 +473,8 @@ impl GoProcess {
                     (g.stack_lo, g.stack_hi),
                 ) {
                     Ok(r) => r,
-                    Err(ReadError::Gone) => {
-                        return Err(GoroutineError::ProcessExited { pid: self.pid })
-                    }
                     Err(ReadError::Unmapped) => (Vec::new(), StackStatus::Truncated),
+                    Err(e) => return Err(self.mem.error(e, "a goroutine stack")),
                 }
             }
         };

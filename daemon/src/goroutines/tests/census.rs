@@ -104,7 +104,13 @@ fn check(tag: &str, process: &GoProcess, census: &Census, run: &Running, exact_t
         Some(census.go_version.as_str()),
         "{tag}: version"
     );
-    assert_eq!(census.skipped.invalid, 0, "{tag}: {:?}", census.skipped);
+    // With goroutines coming and going a g can be caught half-written: rare, and counted.
+    let tolerated = if exact_total { 0 } else { 5 };
+    assert!(
+        census.skipped.invalid <= tolerated,
+        "{tag}: {:?}",
+        census.skipped
+    );
 
     if exact_total {
         let expected = report["num_goroutine"].as_u64().expect("num_goroutine") as f64;
@@ -164,7 +170,7 @@ fn check(tag: &str, process: &GoProcess, census: &Census, run: &Running, exact_t
                 .iter()
                 .flat_map(|&pc| {
                     process
-                        .symbolize(pc - 1)
+                        .stack_frame(pc)
                         .unwrap_or_else(|| panic!("{tag}: frame {pc:#x} of {} unnamed", g.goid))
                 })
                 .map(|f| f.function)
@@ -194,14 +200,17 @@ fn check(tag: &str, process: &GoProcess, census: &Census, run: &Running, exact_t
             assert_eq!(g.stack_status, StackStatus::Running);
             continue;
         }
-        assert!(
-            !g.stack_pcs.is_empty(),
-            "{tag}: goroutine {} has no stack",
-            g.goid
-        );
+        // (With churn, a goroutine may exit between its g and its stack being read.)
+        if exact_total {
+            assert!(
+                !g.stack_pcs.is_empty(),
+                "{tag}: goroutine {} has no stack",
+                g.goid
+            );
+        }
         for &pc in &g.stack_pcs {
             assert!(
-                process.symbolize(pc - 1).is_some(),
+                process.stack_frame(pc).is_some(),
                 "{tag}: goroutine {} frame {pc:#x} unnamed",
                 g.goid
             );

@@ -21,12 +21,14 @@ fn fixtures_root() -> PathBuf {
 /// toolchain added there is expected here too: `DEBIAN_GO_VERSION` and `PYPI_GO_VERSIONS`.
 fn expected_versions() -> Vec<String> {
     let setup = include_str!("../../../../xtask/src/setup.rs");
+    // From `pub const NAME` to the `;` that ends it (the list may span lines).
     let value = |name: &str| -> &str {
-        let line = setup
-            .lines()
-            .find(|l| l.starts_with(&format!("pub const {name}")))
+        let start = setup
+            .find(&format!("pub const {name}"))
             .unwrap_or_else(|| panic!("xtask/src/setup.rs has no `pub const {name}`"));
-        line.split_once('=').map(|(_, v)| v).unwrap_or_default()
+        let rest = &setup[start..];
+        let body = &rest[..rest.find(';').unwrap_or(rest.len())];
+        body.split_once('=').map(|(_, v)| v).unwrap_or_default()
     };
     let quoted = |s: &str| -> Vec<String> {
         s.split('"')

@@ -300,6 +300,12 @@ impl GoTable {
         })
     }
 
+    /// Entry address of the physical function containing `pc`.
+    pub fn function_entry(&self, pc: u64) -> Option<u64> {
+        let (f, _) = self.lookup(pc)?;
+        Some(self.module.text + u64::from(f.entry_off))
+    }
+
     /// The name of the physical (not inlined) function containing `pc`, as the runtime's
     /// `funcname` gives it (the symbol name, unlike [`GoTable::symbolize`]'s printed form).
     pub fn function_name(&self, pc: u64) -> Option<String> {
