@@ -283,6 +283,35 @@ impl GoTable {
     pub fn text_range(&self) -> Range<u64> {
         self.module.minpc..self.module.maxpc
     }
+
+    /// The address range (entry to the next function's entry) of the function the table
+    /// names `name` exactly (its symbol name, e.g. `runtime.allgadd`), if there is one.
+    /// A linear scan of the function table: for occasional lookups, not per sample.
+    pub fn function_range(&self, name: &str) -> Option<Range<u64>> {
+        let tab = self.tab();
+        (0..self.header.nfunc).find_map(|i| {
+            let f = tab.func(i)?;
+            if tab.name(f.name_off)? != name {
+                return None;
+            }
+            let end = tab.entry_off(i + 1)?;
+            let text = self.module.text;
+            Some(text + u64::from(f.entry_off)..text + u64::from(end))
+        })
+    }
+
+    /// Entry address of the physical function containing `pc`.
+    pub fn function_entry(&self, pc: u64) -> Option<u64> {
+        let (f, _) = self.lookup(pc)?;
+        Some(self.module.text + u64::from(f.entry_off))
+    }
+
+    /// The name of the physical (not inlined) function containing `pc`, as the runtime's
+    /// `funcname` gives it (the symbol name, unlike [`GoTable::symbolize`]'s printed form).
+    pub fn function_name(&self, pc: u64) -> Option<String> {
+        let (f, _) = self.lookup(pc)?;
+        self.tab().name(f.name_off)
+    }
 }
 
 /// Descriptions for messages and diagnostics (the CLI does not print them yet).
@@ -304,6 +333,11 @@ impl GoTable {
     pub fn text_start(&self) -> u64 {
         self.module.text
     }
+}
+
+/// The minor release of a Go version string (`go1.24.11` -> 24), as the layout tables use it.
+pub fn minor_version(version: &str) -> Option<u32> {
+    version::minor_of(version)
 }
 
 /// How a stack ends, in the runtime's terms.

@@ -1,0 +1,155 @@
+//! Where the fields of `runtime.g` are: from the binary's DWARF when it has some, else from
+//! a per-release table that tests check against the DWARF of real binaries of every
+//! installed release. A release without a checked table is refused, never guessed.
+
+use super::dwarf::{Member, Structs};
+
+/// Byte offsets (amd64) of the `runtime.g` fields the census reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GLayout {
+    /// `g.stack.lo` and `g.stack.hi`: the goroutine's stack bounds.
+    pub stack_lo: u64,
+    pub stack_hi: u64,
+    /// `g.sched.sp`, `g.sched.pc`: where a parked goroutine resumes.
+    pub sched_sp: u64,
+    pub sched_pc: u64,
+    /// `g.syscallsp`, `g.syscallpc`: set while in a system call (then the unwind starts there).
+    pub syscallsp: u64,
+    pub syscallpc: u64,
+    /// `g.atomicstatus` (uint32; `atomic.Uint32` from 1.20).
+    pub atomicstatus: u64,
+    /// `g.goid` (int64, uint64 from 1.20).
+    pub goid: u64,
+    /// `g.waitsince` (int64, nanotime()).
+    pub waitsince: u64,
+    /// `g.waitreason` (uint8).
+    pub waitreason: u64,
+    /// `g.gopc`: pc of the `go` statement that created the goroutine.
+    pub gopc: u64,
+    /// `g.startpc`: the goroutine function's entry.
+    pub startpc: u64,
+}
+
+impl GLayout {
+    /// Bytes of a g to read so that every field above is inside.
+    pub fn span(&self) -> u64 {
+        let ends = [
+            self.stack_hi + 8,
+            self.sched_sp + 8,
+            self.sched_pc + 8,
+            self.syscallsp + 8,
+            self.syscallpc + 8,
+            self.atomicstatus + 4,
+            self.goid + 8,
+            self.waitsince + 8,
+            self.waitreason + 1,
+            self.gopc + 8,
+            self.startpc + 8,
+        ];
+        ends.into_iter().max().unwrap_or(0)
+    }
+}
+
+/// The struct types whose members [`from_dwarf`] needs.
+pub const DWARF_STRUCTS: [&str; 3] = ["runtime.g", "runtime.gobuf", "runtime.stack"];
+
+/// The layout described by a binary's DWARF, or the name of the first field it lacks (or
+/// whose size is not what the census reads).
+pub fn from_dwarf(structs: &Structs) -> Result<GLayout, String> {
+    let member = |strukt: &str, name: &str, size: Option<u64>| -> Result<u64, String> {
+        let m: &Member = structs
+            .get(strukt)
+            .and_then(|s| s.get(name))
+            .ok_or_else(|| format!("{strukt}.{name} is not in the DWARF"))?;
+        if size.is_some() && m.size != size {
+            return Err(format!(
+                "{strukt}.{name} is {:?} bytes, expected {size:?}",
+                m.size
+            ));
+        }
+        Ok(m.offset)
+    };
+    let stack = member("runtime.g", "stack", Some(16))?;
+    let sched = member("runtime.g", "sched", None)?;
+    Ok(GLayout {
+        stack_lo: stack + member("runtime.stack", "lo", Some(8))?,
+        stack_hi: stack + member("runtime.stack", "hi", Some(8))?,
+        sched_sp: sched + member("runtime.gobuf", "sp", Some(8))?,
+        sched_pc: sched + member("runtime.gobuf", "pc", Some(8))?,
+        syscallsp: member("runtime.g", "syscallsp", Some(8))?,
+        syscallpc: member("runtime.g", "syscallpc", Some(8))?,
+        atomicstatus: member("runtime.g", "atomicstatus", Some(4))?,
+        goid: member("runtime.g", "goid", Some(8))?,
+        waitsince: member("runtime.g", "waitsince", Some(8))?,
+        waitreason: member("runtime.g", "waitreason", Some(1))?,
+        gopc: member("runtime.g", "gopc", Some(8))?,
+        startpc: member("runtime.g", "startpc", Some(8))?,
+    })
+}
+
+/// Go 1.19 (DWARF of go1.19.8 binaries).
+const GO19: GLayout = GLayout {
+    stack_lo: 0,
+    stack_hi: 8,
+    sched_sp: 56,
+    sched_pc: 64,
+    syscallsp: 112,
+    syscallpc: 120,
+    atomicstatus: 144,
+    goid: 152,
+    waitsince: 168,
+    waitreason: 176,
+    gopc: 296,
+    startpc: 312,
+};
+
+/// Go 1.21 and 1.22: fields between waitreason and gopc were removed (go1.21.13, go1.22.10).
+const GO21: GLayout = GLayout {
+    gopc: 280,
+    startpc: 296,
+    ..GO19
+};
+
+/// Go 1.23 and 1.24: `g.syscallbp` added after syscallpc (go1.23.9, go1.24.11).
+const GO23: GLayout = GLayout {
+    atomicstatus: 152,
+    goid: 160,
+    waitsince: 176,
+    waitreason: 184,
+    gopc: 288,
+    startpc: 304,
+    ..GO19
+};
+
+/// Go 1.25: `gobuf.ret` removed, so everything after `sched` moved up 8 (go1.25.5).
+const GO25: GLayout = GLayout {
+    syscallsp: 104,
+    syscallpc: 112,
+    atomicstatus: 144,
+    goid: 152,
+    waitsince: 168,
+    waitreason: 176,
+    gopc: 280,
+    startpc: 296,
+    ..GO19
+};
+
+/// Go 1.26 and 1.27 (go1.26.6, go1.27.3).
+const GO26: GLayout = GLayout {
+    gopc: 288,
+    startpc: 304,
+    ..GO25
+};
+
+/// The layout of Go `1.<minor>` on amd64, if it was checked against that release's
+/// DWARF. Go 1.20 was not (no 1.20 toolchain is installable here): it is refused.
+pub fn for_minor(minor: u32) -> Option<GLayout> {
+    match minor {
+        19 => Some(GO19),
+        21 | 22 => Some(GO21),
+        23 | 24 => Some(GO23),
+        25 => Some(GO25),
+        26 | 27 => Some(GO26),
+        _ => None,
+    }
+}
