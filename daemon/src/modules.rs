@@ -99,6 +99,28 @@ struct LoadSegment {
     file_offset: u64,
     vaddr: u64,
     file_size: u64,
+    executable: bool,
+}
+
+/// The kernel maps a segment from its file offset rounded down to a page (x86-64 pages).
+const PAGE_SIZE: u64 = 4096;
+
+impl LoadSegment {
+    /// Whether a mapping starting at file offset `offset` can be this segment's: lld packs
+    /// segments without padding, so the page the executable segment is mapped from starts
+    /// inside the previous segment's bytes.
+    fn maps_from(&self, offset: u64) -> bool {
+        let first_page = self.file_offset & !(PAGE_SIZE - 1);
+        (first_page..self.file_offset + self.file_size.max(1)).contains(&offset)
+    }
+
+    /// The stated address of file offset `offset` in this segment's mapping (the ELF rule
+    /// p_vaddr = p_offset modulo the page size keeps the difference constant).
+    fn svma_of(&self, offset: u64) -> u64 {
+        self.vaddr
+            .wrapping_sub(self.file_offset)
+            .wrapping_add(offset)
+    }
 }
 
 /// A section's stated address range and its bytes in the file.
@@ -139,6 +161,11 @@ pub struct Module {
     pub go: Option<GoTable>,
     /// Names of the PLT stubs.
     pub plt: PltNames,
+    /// Whether the file has a full symbol table (`.symtab`), not only dynamic symbols.
+    pub has_symtab: bool,
+    /// Bytes of DWARF in the file itself, uncompressed (0 when stripped, or when it is in a
+    /// separate debug file).
+    pub dwarf_bytes: u64,
 }
 
 impl Module {
@@ -160,6 +187,10 @@ impl Module {
                     file_offset,
                     vaddr: s.address(),
                     file_size,
+                    executable: matches!(
+                        s.flags(),
+                        object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0
+                    ),
                 }
             })
             .collect();
@@ -172,6 +203,18 @@ impl Module {
             })
         };
         let plt = PltNames::parse(&elf);
+        let has_symtab = elf.symbol_table().is_some();
+        let dwarf_bytes = elf
+            .sections()
+            .filter(|s| {
+                s.name()
+                    .is_ok_and(|n| n.starts_with(".debug_") || n.starts_with(".zdebug_"))
+            })
+            .map(|s| {
+                s.compressed_file_range()
+                    .map_or(s.size(), |r| r.uncompressed_size)
+            })
+            .fold(0u64, u64::saturating_add);
         let (text, eh_frame, eh_frame_hdr, got) = (
             section(".text"),
             section(".eh_frame"),
@@ -213,6 +256,8 @@ impl Module {
             got,
             go,
             plt,
+            has_symtab,
+            dwarf_bytes,
         })
     }
 
@@ -242,17 +287,20 @@ impl Module {
         changed
     }
 
-    /// The module's stated address of a file offset, if a loaded segment covers it.
-    pub fn svma_of_file_offset(&self, offset: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|s| (s.file_offset..s.file_offset + s.file_size.max(1)).contains(&offset))
-            .map(|s| offset - s.file_offset + s.vaddr)
+    /// The module's stated address of file offset `offset` in a mapping of the file,
+    /// executable or not. Where two segments share the page (see [`LoadSegment::maps_from`]),
+    /// the one with the mapping's permission is the one mapped.
+    pub fn svma_of_file_offset(&self, offset: u64, executable: bool) -> Option<u64> {
+        let covering = || self.segments.iter().filter(|s| s.maps_from(offset));
+        covering()
+            .find(|s| s.executable == executable)
+            .or_else(|| covering().next())
+            .map(|s| s.svma_of(offset))
     }
 
     /// Where stated address 0 lands in a process that maps `mapping` from this module.
     pub fn base_avma(&self, mapping: &Mapping) -> Option<u64> {
-        let svma = self.svma_of_file_offset(mapping.offset)?;
+        let svma = self.svma_of_file_offset(mapping.offset, mapping.executable)?;
         mapping.start.checked_sub(svma)
     }
 
@@ -313,6 +361,10 @@ pub enum ModuleError {
 /// Every module in use, by file identity.
 pub struct ModuleCache {
     by_key: HashMap<ModuleKey, ModuleId>,
+    /// The latest module opened per device and inode, for processes that exit before
+    /// their files can be stat'ed: a cached module keeps its file open, so its inode
+    /// cannot have gone to another file meanwhile (a rewrite in place shows as damage).
+    by_inode: HashMap<((u32, u32), u64), ModuleId>,
     modules: HashMap<ModuleId, Arc<Module>>,
     /// Files found not to be ELF (they stay so); bounded, oldest forgotten first.
     not_elf: RecentSet<ModuleKey>,
@@ -324,6 +376,7 @@ impl Default for ModuleCache {
         sigbus::install();
         ModuleCache {
             by_key: HashMap::new(),
+            by_inode: HashMap::new(),
             modules: HashMap::new(),
             not_elf: RecentSet::new(NOT_ELF_CAPACITY),
             next_id: Some(0),
@@ -352,9 +405,21 @@ impl ModuleCache {
         // The identity of the mapped file costs one stat (no open); only a new file is
         // opened. A process that exited leaves no map_files entry: its file is then opened
         // by path and checked to be the mapped one.
-        if let Some(stamp) = source.stamp() {
-            if let Some(known) = self.lookup(&ModuleKey::file(mapping, stamp)) {
-                return known;
+        match source.stamp() {
+            Some(stamp) => {
+                if let Some(known) = self.lookup(&ModuleKey::file(mapping, stamp)) {
+                    return known;
+                }
+            }
+            None => {
+                let latest = self
+                    .by_inode
+                    .get(&(mapping.dev, mapping.inode))
+                    .and_then(|id| self.modules.get(id))
+                    .filter(|module| !module.is_damaged());
+                if let Some(module) = latest {
+                    return Some(module.clone());
+                }
             }
         }
         let (opened, stamp) = match source.open() {
@@ -399,6 +464,9 @@ impl ModuleCache {
                 let module = Arc::new(module);
                 self.modules.insert(module.id, module.clone());
                 self.by_key.insert(key, module.id);
+                if let ModuleKey::File { dev, inode, .. } = key {
+                    self.by_inode.insert((dev, inode), module.id);
+                }
                 Some(module)
             }
             Err(e) => {
@@ -445,6 +513,11 @@ impl ModuleCache {
         for id in &unused {
             if let Some(module) = self.modules.remove(id) {
                 self.by_key.remove(&module.key);
+                if let ModuleKey::File { dev, inode, .. } = module.key {
+                    if self.by_inode.get(&(dev, inode)) == Some(id) {
+                        self.by_inode.remove(&(dev, inode));
+                    }
+                }
             }
         }
         unused.len()

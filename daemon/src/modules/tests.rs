@@ -208,3 +208,78 @@ fn a_go_module_truncated_under_loupe_reads_zeros_and_is_named_by_offset() {
     let frames = Symbolizer::default().user(&module, &[pc]);
     assert_eq!(frames[0][0].function, format!("symtest+{pc:#x}"));
 }
+
+/// A process that exited before its mappings were opened (a compiler invocation lasting
+/// milliseconds) still finds the modules other processes opened for the same files.
+#[test]
+fn a_process_gone_before_its_files_were_opened_finds_the_cached_module() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = copy_of(SYSTEM_ELF, dir.path(), "lib.so");
+    let mapped = map_exec(&path);
+    let mut cache = ModuleCache::default();
+    let module = cache
+        .for_mapping(pid(), &mapped.mapping)
+        .expect("an ELF file");
+
+    let mut child = std::process::Command::new(SYSTEM_ELF)
+        .spawn()
+        .expect("spawn");
+    let gone = child.id();
+    child.wait().expect("wait");
+    assert!(!Path::new(&format!("/proc/{gone}")).exists());
+    let found = cache
+        .for_mapping(gone, &mapped.mapping)
+        .expect("the cached module");
+    assert!(Arc::ptr_eq(&found, &module));
+
+    // Not once the cached module's file was rewritten: that inode now holds other bytes.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&path, std::fs::read(SYSTEM_ELF).expect("read")).expect("rewrite");
+    assert!(cache.for_mapping(gone, &mapped.mapping).is_none());
+}
+
+#[inline(never)]
+fn a_function_to_find() -> u64 {
+    std::hint::black_box(42)
+}
+
+/// This test binary is linked by rust-lld, which maps its executable segment from a page
+/// that starts inside the read-only segment before it: the base must come from the
+/// executable segment, or every address is off by that page.
+#[test]
+fn addresses_in_an_lld_linked_binary_resolve_to_their_own_function() {
+    let avma = a_function_to_find as *const () as u64;
+    std::hint::black_box(a_function_to_find());
+    let text = std::fs::read_to_string("/proc/self/maps").expect("read own maps");
+    let mapping = maps::parse(&text)
+        .into_iter()
+        .find(|m| m.contains(avma))
+        .expect("the function is mapped");
+    let mut cache = ModuleCache::default();
+    let module = cache
+        .for_mapping(pid(), &mapping)
+        .expect("this test binary");
+    let svma = avma - module.base_avma(&mapping).expect("a base");
+
+    // Ground truth: the ELF symbol table of the file itself.
+    let bytes = std::fs::read("/proc/self/exe").expect("read own binary");
+    let elf = object::File::parse(&*bytes).expect("parse own binary");
+    let symbol = object::Object::symbols(&elf)
+        .find(|s| {
+            object::ObjectSymbol::address(s) <= svma
+                && svma < object::ObjectSymbol::address(s) + object::ObjectSymbol::size(s)
+        })
+        .expect("a symbol covers the address");
+    let name = object::ObjectSymbol::name(&symbol).expect("a name");
+    assert!(
+        name.contains("a_function_to_find"),
+        "{svma:#x} is in {name}"
+    );
+    let frames = Symbolizer::default().user(&module, &[svma]);
+    let outer = frames[0].last().expect("a frame");
+    assert!(
+        outer.function.ends_with("a_function_to_find"),
+        "named {}",
+        outer.function
+    );
+}

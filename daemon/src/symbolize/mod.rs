@@ -128,9 +128,11 @@ impl Symbolizer {
 
     fn elf(&self, module: &Module, svmas: &[u64]) -> Vec<Vec<Frame>> {
         let path = module.symbol_path();
+        let mut source = Elf::new(&path);
+        source.debug_syms = reads_dwarf(module);
         let frames = {
             let blaze = self.blaze.borrow();
-            let results = blaze.symbolize(&Source::Elf(Elf::new(&path)), Input::VirtOffset(svmas));
+            let results = blaze.symbolize(&Source::Elf(source), Input::VirtOffset(svmas));
             frames_or_unknown(results, svmas, &module.name, FrameKind::User, |a| a)
         };
         // blazesym keeps every file's mapping, symbol tables and DWARF until evicted: over a
@@ -143,6 +145,24 @@ impl Symbolizer {
         }
         frames
     }
+}
+
+/// DWARF beyond this size is not read when the symbol table names every function: blazesym
+/// touches most of it and keeps its parsed units, so a debug build of a large Rust program
+/// (80 MiB of DWARF) alone took 60 MiB of loupe's memory, to add file:line and the few
+/// inline frames an unoptimized build has. Below it, DWARF gives inline frames and lines.
+const DWARF_BUDGET: u64 = 32 << 20;
+
+/// Whether to symbolize `module` from DWARF (inline frames, lines) rather than only from its
+/// symbol table. Go binaries never: pclntab already gave their inline frames and lines, and
+/// their compressed DWARF would be inflated in memory for the few non-Go addresses. Files
+/// without a `.symtab` always: their DWARF (or separate debug file, which Debian's libraries
+/// point to) is the only source of names for internal functions.
+fn reads_dwarf(module: &Module) -> bool {
+    if !module.has_symtab {
+        return true;
+    }
+    module.go.is_none() && module.dwarf_bytes <= DWARF_BUDGET
 }
 
 /// A frame for an address in a module without symbols for it.
