@@ -450,7 +450,7 @@ impl Engine {
         self.counters_at_window_start = now.into_iter().collect();
         let window = self.store.take_window(modules, counters);
         // The window holds what it needs; the cache keeps only what live processes map.
-        self.processes.modules.release_unused(&HashSet::new());
+        self.processes.modules.release_unused(|_| false);
         window
     }
 

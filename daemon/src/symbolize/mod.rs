@@ -8,32 +8,38 @@
 pub mod go;
 pub mod plt;
 
-use std::path::Path;
+use std::{cell::RefCell, path::Path};
 
 use blazesym::symbolize::{
+    evict::{self, Evict},
     source::{Elf, Kernel, Source},
     Input, Symbolized, Symbolizer as BlazeSymbolizer,
 };
 
 use crate::{
-    modules::Module,
+    modules::{sigbus, Module},
     profile::{Frame, FrameKind},
 };
 
 pub const KERNEL_MODULE: &str = "[kernel]";
 
 pub struct Symbolizer {
-    blaze: BlazeSymbolizer,
+    /// In a cell so a module's cached data can be dropped after each batch (`&self` API).
+    blaze: RefCell<BlazeSymbolizer>,
 }
 
 impl Default for Symbolizer {
     fn default() -> Self {
+        // blazesym maps the files it reads: answer reads past a truncated end with zeros.
+        sigbus::install();
         let blaze = BlazeSymbolizer::builder()
             .enable_code_info(true)
             .enable_inlined_fns(true)
             .enable_demangling(true)
             .build();
-        Symbolizer { blaze }
+        Symbolizer {
+            blaze: RefCell::new(blaze),
+        }
     }
 }
 
@@ -41,13 +47,37 @@ impl Symbolizer {
     /// Frames for kernel addresses, one list per address.
     pub fn kernel(&self, addrs: &[u64]) -> Vec<Vec<Frame>> {
         let src = Source::Kernel(Kernel::default());
-        let results = self.blaze.symbolize(&src, Input::AbsAddr(addrs));
+        let blaze = self.blaze.borrow();
+        let results = blaze.symbolize(&src, Input::AbsAddr(addrs));
         frames_or_unknown(results, addrs, KERNEL_MODULE, FrameKind::Kernel, |a| a)
     }
 
     /// Frames for stated addresses (lookup addresses: return addresses already moved back
     /// into the call instruction) in `module`, innermost (inlined) first per address.
+    ///
+    /// A module whose file was truncated or rewritten since loupe opened it no longer holds
+    /// the code that ran: its frames are `module+offset`, never names read from new bytes.
     pub fn user(&self, module: &Module, svmas: &[u64]) -> Vec<Vec<Frame>> {
+        let unnamed = || {
+            svmas
+                .iter()
+                .map(|&a| vec![unknown(&module.name, a, FrameKind::User)])
+                .collect()
+        };
+        if module.is_damaged() {
+            return unnamed();
+        }
+        let answered = sigbus::answered();
+        let frames = self.user_from_tables(module, svmas);
+        // A read past a truncated end was answered with zeros meanwhile: if the file was
+        // this module's, the names came partly from zeros.
+        if sigbus::answered() != answered && module.is_damaged() {
+            return unnamed();
+        }
+        frames
+    }
+
+    fn user_from_tables(&self, module: &Module, svmas: &[u64]) -> Vec<Vec<Frame>> {
         let mut out: Vec<Option<Vec<Frame>>> = vec![None; svmas.len()];
         if let Some(go) = &module.go {
             for (slot, &svma) in out.iter_mut().zip(svmas) {
@@ -97,10 +127,42 @@ impl Symbolizer {
     }
 
     fn elf(&self, module: &Module, svmas: &[u64]) -> Vec<Vec<Frame>> {
-        let src = Source::Elf(Elf::new(module.symbol_path()));
-        let results = self.blaze.symbolize(&src, Input::VirtOffset(svmas));
-        frames_or_unknown(results, svmas, &module.name, FrameKind::User, |a| a)
+        let path = module.symbol_path();
+        let mut source = Elf::new(&path);
+        source.debug_syms = reads_dwarf(module);
+        let frames = {
+            let blaze = self.blaze.borrow();
+            let results = blaze.symbolize(&Source::Elf(source), Input::VirtOffset(svmas));
+            frames_or_unknown(results, svmas, &module.name, FrameKind::User, |a| a)
+        };
+        // blazesym keeps every file's mapping, symbol tables and DWARF until evicted: over a
+        // build that is every large library at once (librustc_driver, libLLVM), and over
+        // weeks every binary ever seen. Callers pass all of a module's addresses in one
+        // batch, so nothing is lost by forgetting them now.
+        let evict = Evict::Elf(evict::Elf::new(path));
+        if let Err(e) = self.blaze.borrow_mut().evict(&evict) {
+            log::debug!("releasing symbol data of {}: {e}", module.name);
+        }
+        frames
     }
+}
+
+/// DWARF beyond this size is not read when the symbol table names every function: blazesym
+/// touches most of it and keeps its parsed units, so a debug build of a large Rust program
+/// (80 MiB of DWARF) alone took 60 MiB of loupe's memory, to add file:line and the few
+/// inline frames an unoptimized build has. Below it, DWARF gives inline frames and lines.
+const DWARF_BUDGET: u64 = 32 << 20;
+
+/// Whether to symbolize `module` from DWARF (inline frames, lines) rather than only from its
+/// symbol table. Go binaries never: pclntab already gave their inline frames and lines, and
+/// their compressed DWARF would be inflated in memory for the few non-Go addresses. Files
+/// without a `.symtab` always: their DWARF (or separate debug file, which Debian's libraries
+/// point to) is the only source of names for internal functions.
+fn reads_dwarf(module: &Module) -> bool {
+    if !module.has_symtab {
+        return true;
+    }
+    module.go.is_none() && module.dwarf_bytes <= DWARF_BUDGET
 }
 
 /// A frame for an address in a module without symbols for it.

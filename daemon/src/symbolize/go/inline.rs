@@ -21,19 +21,19 @@ pub(super) struct InlineStep {
 }
 
 /// The bytes at `moduledata.gofunc` onwards, where funcdata offsets point.
-pub(super) struct FuncData {
-    pub bytes: Vec<u8>,
+pub(super) struct FuncData<'a> {
+    pub bytes: &'a [u8],
 }
 
-impl FuncData {
+impl FuncData<'_> {
     /// `nameOff` and `parentPc` of entry `ix` of the inline tree at funcdata offset `tree`.
     fn call(&self, layout: &Layout, tree: u32, ix: i32) -> Option<(i32, i32)> {
         let ix = usize::try_from(ix).ok()?;
         let rec = usize::try_from(tree)
             .ok()?
             .checked_add(ix.checked_mul(layout.inl_size)?)?;
-        let name = i32_at(&self.bytes, rec.checked_add(layout.inl_name_off)?)?;
-        let parent_pc = u32_at(&self.bytes, rec.checked_add(layout.inl_parent_pc_off)?)?;
+        let name = i32_at(self.bytes, rec.checked_add(layout.inl_name_off)?)?;
+        let parent_pc = u32_at(self.bytes, rec.checked_add(layout.inl_parent_pc_off)?)?;
         Some((name, parent_pc as i32))
     }
 

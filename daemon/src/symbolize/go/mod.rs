@@ -7,9 +7,9 @@
 //! refused with a [`GoError`] rather than read with a guessed layout.
 //!
 //! ```ignore
-//! # fn demo(elf: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+//! # fn demo(elf: Vec<u8>) -> Result<(), Box<dyn std::error::Error>> {
 //! use crate::symbolize::go::GoTable;
-//! if let Some(table) = GoTable::from_elf(elf)? {
+//! if let Some(table) = GoTable::from_image(std::sync::Arc::new(elf))? {
 //!     for frame in table.symbolize(0x4a1b2c).unwrap_or_default() {
 //!         println!("{} {:?}:{:?}", frame.function, frame.file, frame.line);
 //!     }
@@ -32,7 +32,7 @@ mod version;
 #[cfg(test)]
 mod tests;
 
-use std::ops::Range;
+use std::{ops::Range, sync::Arc};
 
 use inline::FuncData;
 use moduledata::ModuleData;
@@ -88,15 +88,20 @@ pub struct GoFrame {
     pub inlined: bool,
 }
 
+/// The bytes of the binary a [`GoTable`] reads, shared rather than copied: in loupe, the
+/// module's file mapping, so a table of tens of megabytes costs only the pages it reads.
+pub type Image = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
 /// The pclntab of one Go executable, with the moduledata facts needed to read it.
 pub struct GoTable {
-    /// The `.gopclntab` section bytes.
-    pclntab: Vec<u8>,
+    image: Image,
+    /// Where `.gopclntab` is in the image.
+    pclntab: Range<usize>,
     header: Header,
     layout: Layout,
     module: ModuleData,
     /// Bytes from `moduledata.gofunc` to the end of its section (inline trees live there).
-    funcdata: FuncData,
+    funcdata: Range<usize>,
     version: String,
 }
 
@@ -104,9 +109,17 @@ pub struct GoTable {
 const PCLNTAB_SECTIONS: [&str; 2] = [".gopclntab", ".data.rel.ro.gopclntab"];
 
 impl GoTable {
+    /// A table over a copy of `data` (tests; loupe shares its mapping via [`Self::from_image`]).
+    #[cfg(test)]
+    pub fn from_elf(data: &[u8]) -> Result<Option<GoTable>, GoError> {
+        Self::from_image(Arc::new(data.to_vec()))
+    }
+
     /// Ok(None) when the ELF is not a Go binary (no .gopclntab). Err for a Go binary whose
     /// pclntab we cannot read safely (unknown magic/version => refuse, never guess a layout).
-    pub fn from_elf(data: &[u8]) -> Result<Option<GoTable>, GoError> {
+    /// The table reads `image` in place whenever it is used.
+    pub fn from_image(image: Image) -> Result<Option<GoTable>, GoError> {
+        let data: &[u8] = (*image).as_ref();
         let Some(img) = elf::ElfImage::parse(data, &PCLNTAB_SECTIONS)? else {
             return Ok(None);
         };
@@ -171,15 +184,15 @@ impl GoTable {
             .ok_or(malformed("moduledata.gofunc is not in a loaded section"))?;
         let start = usize::try_from(module.gofunc - gofunc_sec.addr)
             .map_err(|_| malformed("moduledata.gofunc"))?;
-        let funcdata = FuncData {
-            bytes: gofunc_sec
-                .data
-                .get(start..)
-                .ok_or(malformed("moduledata.gofunc"))?
-                .to_vec(),
-        };
+        let funcdata = gofunc_sec
+            .data
+            .get(start..)
+            .and_then(|bytes| range_in(data, bytes))
+            .ok_or(malformed("moduledata.gofunc"))?;
+        let pclntab = range_in(data, sec.data).ok_or(malformed(".gopclntab"))?;
         Ok(Some(GoTable {
-            pclntab: sec.data.to_vec(),
+            image: image.clone(),
+            pclntab,
             header,
             layout,
             module,
@@ -188,11 +201,26 @@ impl GoTable {
         }))
     }
 
+    /// Bytes of the image in `range` (checked against the image when the table was made;
+    /// empty, never a panic, if that ever failed to hold).
+    fn bytes(&self, range: &Range<usize>) -> &[u8] {
+        (*self.image)
+            .as_ref()
+            .get(range.clone())
+            .unwrap_or_default()
+    }
+
     fn tab(&self) -> Pclntab<'_> {
         Pclntab {
-            data: &self.pclntab,
+            data: self.bytes(&self.pclntab),
             hdr: &self.header,
             layout: &self.layout,
+        }
+    }
+
+    fn funcdata(&self) -> FuncData<'_> {
+        FuncData {
+            bytes: self.bytes(&self.funcdata),
         }
     }
 
@@ -223,7 +251,7 @@ impl GoTable {
             }
         };
         // An inconsistent inline table only costs the inline frames, not the function.
-        let Some(chain) = self.funcdata.chain(&tab, &f, off) else {
+        let Some(chain) = self.funcdata().chain(&tab, &f, off) else {
             return Some(vec![frame(physical, off, false)]);
         };
         let mut frames = Vec::with_capacity(chain.len());
@@ -338,6 +366,13 @@ impl GoTable {
 /// The minor release of a Go version string (`go1.24.11` -> 24), as the layout tables use it.
 pub fn minor_version(version: &str) -> Option<u32> {
     version::minor_of(version)
+}
+
+/// Where `inner` (a subslice of `outer`) lies in `outer`.
+fn range_in(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
+    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    let end = start.checked_add(inner.len())?;
+    (end <= outer.len()).then_some(start..end)
 }
 
 /// How a stack ends, in the runtime's terms.
