@@ -45,6 +45,11 @@ use crate::{
 /// How often in-kernel aggregates are drained and exited processes evicted.
 pub const TICK: Duration = Duration::from_millis(250);
 
+/// How often the ring buffer is drained when nothing woke us. Samples do not wake the reader
+/// (that would phase-lock it to the sampling timer and bias the profile; see the kernel's
+/// `sample_wakeup`), so this bounds how long a short-lived process's late mappings can wait.
+const DRAIN_EVERY: Duration = Duration::from_millis(40);
+
 /// Ticks an exited process is kept after its exit event, so samples still in flight for it
 /// (in-kernel counts drained on later ticks) resolve against its mappings.
 const EXITED_GRACE_TICKS: u64 = 3;
@@ -315,7 +320,9 @@ impl Engine {
         let mut next_tick = Instant::now() + TICK;
         self.publish(status);
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let timeout = next_tick
+                .saturating_duration_since(Instant::now())
+                .min(DRAIN_EVERY);
             poll_readable(&[ring_fd, wake_fd.as_raw_fd()], timeout);
             drain_wake(wake_fd);
             self.drain_events();

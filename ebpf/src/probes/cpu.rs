@@ -219,7 +219,7 @@ fn send_copied(
         header.regs = regs;
         header.comm = comm;
     }
-    entry.submit(0);
+    entry.submit(targets::sample_wakeup(pid));
     counters::increment(counter::SAMPLES_COPIED);
 }
 

@@ -410,7 +410,7 @@ fn send_stack_copy(config: &SchedConfig, key: &OffCpuKey, regs: UserRegs, comm: 
         header.regs = regs;
         header.comm = *comm;
     }
-    entry.submit(0);
+    entry.submit(targets::sample_wakeup(key.pid));
     increment(counter::OFFCPU_COPIES);
 }
 

@@ -3,9 +3,10 @@
 //! so userspace reloads a process's mappings in order with its samples.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
-    maps::{Array, HashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, RingBuf},
     programs::TracePointContext,
 };
 use loupe_ebpf::{
@@ -24,9 +25,36 @@ static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
 #[map(name = "TARGET_CONFIG")]
 static TARGET_CONFIG: Array<TargetConfig> = Array::with_max_entries(1, 0);
 
+const EVENTS_BYTES: u32 = 8 << 20;
+
 /// Samples and process events, in order. Sized for ~500 copied samples of slack.
 #[map(name = "EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Processes whose first record since exec has already woken the reader.
+#[map(name = "WOKEN")]
+static WOKEN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// The wake-up flag for a sample record of `tgid` in [`EVENTS`].
+///
+/// Waking the reader at every sample phase-locks its runs to the sampling timer: it preempts
+/// the sampled task just after each sample, so a task sharing its CPU is found running at
+/// sample instants more often than it runs (10-20% over its CPU time on a loaded 2-CPU host).
+/// So a sample wakes the reader only when it is its process's first since exec (its mappings
+/// must be read while it lives) or the ring is half full; otherwise the reader drains on its
+/// own short timer, which sampling does not drive.
+#[inline(always)]
+pub fn sample_wakeup(tgid: u32) -> u64 {
+    if unsafe { WOKEN.get(&tgid) }.is_none() {
+        let _ = WOKEN.insert(&tgid, &1, 0);
+        return BPF_RB_FORCE_WAKEUP as u64;
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > u64::from(EVENTS_BYTES / 2) {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
 
 #[inline(always)]
 fn config() -> Option<&'static TargetConfig> {
@@ -48,7 +76,12 @@ pub fn is_observed(tgid: u32) -> bool {
 
 fn send_process_event(kind: u32, pid: u32) {
     let event = ProcessEvent { kind, pid };
-    if EVENTS.output::<ProcessEvent>(&event, 0).is_err() {
+    // Process events are rare and not tied to the sampling timer: wake the reader at once,
+    // so it reads a new image's mappings while they exist.
+    if EVENTS
+        .output::<ProcessEvent>(&event, BPF_RB_FORCE_WAKEUP as u64)
+        .is_err()
+    {
         counters::increment(counter::DROP_PROCESS_EVENT);
     }
 }
@@ -85,6 +118,8 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // A new image: its first sample wakes the reader again.
+    let _ = WOKEN.remove(&tgid);
     if let Some(flags) = TARGETS.get_ptr_mut(&tgid) {
         // SAFETY: a live map value of this tgid; only its own exec updates it.
         unsafe {
@@ -113,6 +148,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
         // The process is gone: free its slot, so the map never fills over a long run and a
         // later process reusing the pid is not mistaken for a target.
         let _ = TARGETS.remove(&tgid);
+        let _ = WOKEN.remove(&tgid);
     }
     0
 }
