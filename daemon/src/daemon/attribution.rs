@@ -50,7 +50,7 @@ pub fn pod_uid(cgroup: &str) -> Option<String> {
                     .enumerate()
                     .all(|(i, b)| matches!(i, 8 | 13 | 18 | 23) == (b == b'-'))
                 && uid.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit());
-            (is_uid && s.starts_with("kubepods") || is_uid && at == 0).then_some(uid)
+            (is_uid && (s.starts_with("kubepods") || at == 0)).then_some(uid)
         })
 }
 
