@@ -22,6 +22,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "golang-1.19-go",  // Go 1.19 fixtures (/usr/lib/go-1.19/bin/go)
     "linux-perf",      // `perf` as a reference profiler in tests
     "build-essential", // gcc and libc headers for the C fixtures
+    "prometheus",      // promtool: the daemon test checks /metrics with it
+    "bpftool",         // the daemon test: none of its BPF programs left after SIGTERM
+    "chromium",        // the web UI test (headless)
+    "nodejs",          // the web UI test (playwright-core; npm installs it)
 ];
 
 /// The Go toolchain that comes from apt.
