@@ -281,9 +281,12 @@ fn daemon_serves_processes_profiles_metrics_and_exits_clean_on_sigterm() {
     assert_eq!(entry["alive"], false, "it exited: {entry}");
     let cpu = entry["cpu_seconds"].as_f64().expect("cpu_seconds");
     assert!(truth > 0.5, "hogs got too little CPU to compare: {truth} s");
+    // Sampling at 99 Hz on a busy 2-CPU host shared with other workloads: a few hundred
+    // samples, whose losses (counted, not attributable to a pid) come on top.
     assert!(
-        (cpu - truth).abs() <= truth * 0.15 + 0.05,
-        "cpu_seconds {cpu} vs the kernel's {truth} s for hogs"
+        (cpu - truth).abs() <= truth * 0.25 + 0.05,
+        "cpu_seconds {cpu} vs the kernel's {truth} s for hogs; losses: {}",
+        daemon.json("/api/v1/status")["drops"]
     );
     assert!(entry["offcpu_seconds"].is_number(), "{entry}");
     assert!(
@@ -373,6 +376,9 @@ fn daemon_serves_processes_profiles_metrics_and_exits_clean_on_sigterm() {
     }
     let _ = hogs.kill();
     let _ = hogs.wait();
+    // The daemon's own profile (pprof crate), read by go tool pprof: its engine thread.
+    let own = pprof(daemon.url("/debug/pprof/self?seconds=2"));
+    assert!(own.contains("loupe::"), "self: {own}");
 
     // 5. /metrics passes promtool, with the workload's own series.
     let (status, metrics) = daemon.get("/metrics");
