@@ -9,6 +9,7 @@ mod bpf;
 mod check;
 mod cli;
 mod collectors;
+mod daemon;
 mod engine;
 mod histogram;
 // Not wired into the CLI yet: its engine and command come later.
@@ -18,6 +19,7 @@ mod modules;
 mod process;
 mod profile;
 mod render;
+mod server;
 mod stat;
 mod symbolize;
 mod unwind;
