@@ -8,6 +8,7 @@
 //! time from the end of profiling to the written file and its peak RSS.
 
 pub mod churn;
+pub mod sched;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -159,8 +160,9 @@ fn measure(
     })
 }
 
-/// Starts loupe and waits for its "profiling" line, so the benchmark runs under sampling.
-fn start_loupe(mut cmd: Command) -> Result<Child> {
+/// Starts loupe and waits for its announcement (printed once its probes are attached), so
+/// the benchmark runs under them.
+pub(crate) fn start_loupe(mut cmd: Command) -> Result<Child> {
     let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -170,7 +172,11 @@ fn start_loupe(mut cmd: Command) -> Result<Child> {
     let mut lines = BufReader::new(stderr).lines();
     loop {
         match lines.next() {
-            Some(Ok(line)) if line.starts_with("loupe: profiling") => break,
+            Some(Ok(line))
+                if line.starts_with("loupe: profiling") || line.starts_with("loupe: tracing") =>
+            {
+                break
+            }
             Some(Ok(_)) => {}
             _ => bail!("loupe exited before it started profiling"),
         }
@@ -202,7 +208,7 @@ fn run_workload(work: &Path, work_rounds: u32) -> Result<Duration> {
 }
 
 /// Sends SIGINT (as Ctrl-C would) and reaps the child with its resource usage.
-fn interrupt_and_wait(child: Child) -> Result<(std::process::ExitStatus, u64)> {
+pub(crate) fn interrupt_and_wait(child: Child) -> Result<(std::process::ExitStatus, u64)> {
     let pid = child.id() as libc::pid_t;
     // SAFETY: signalling and reaping our own child; `child` is not used to wait afterwards.
     unsafe {
@@ -223,7 +229,7 @@ fn interrupt_and_wait(child: Child) -> Result<(std::process::ExitStatus, u64)> {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
