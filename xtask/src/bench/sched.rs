@@ -95,7 +95,9 @@ pub fn run(rounds: usize, loops: u32) -> Result<()> {
                 // perf record re-raises SIGINT after writing its data: its normal end.
                 let by_sigint =
                     std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT);
-                if !status.success() && !(by_sigint && tracer == Tracer::PerfSchedSwitch) {
+                let normal_end =
+                    status.success() || (by_sigint && tracer == Tracer::PerfSchedSwitch);
+                if !normal_end {
                     bail!("{} failed: {status}", tracer.label());
                 }
             }
