@@ -25,11 +25,7 @@ struct Daemon {
 impl Daemon {
     /// Starts the daemon with `config` (TOML) and waits until it serves.
     fn start(config: &str) -> Daemon {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = free_loopback_addr();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("loupe.toml");
         std::fs::write(&path, config).expect("write config");
@@ -110,6 +106,15 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// A loopback address with a port nobody listens on.
+fn free_loopback_addr() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    format!("127.0.0.1:{port}")
 }
 
 /// A minimal HTTP/1.1 GET (no client library in the dev-dependencies).
@@ -682,11 +687,7 @@ fn grafana_dashboards_get_data_from_a_prometheus_scraping_the_daemon() {
 
     let daemon = Daemon::start("window = \"2s\"\ncpu_frequency_hz = 49\n");
     let (mut hogs, _) = start_hogs(3, 90);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let prom_addr = format!("127.0.0.1:{port}");
+    let prom_addr = free_loopback_addr();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
