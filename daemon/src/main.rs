@@ -11,7 +11,7 @@ mod cli;
 mod collectors;
 mod engine;
 mod histogram;
-// Not wired into the CLI yet: its engine and command come later.
+// Parts of the census API serve only its tests and later consumers (the daemon).
 #[allow(dead_code)]
 mod goroutines;
 mod modules;

@@ -21,13 +21,19 @@
 //! skipped and counted.
 //!
 //! Modules: `binary` (the executable), `dwarf`, `layout`, `waitreason`, `x86` (finding
-//! RIP-relative operands), `locate` (allgs), `memory`, `stack` (unwinding parked stacks).
+//! RIP-relative operands), `locate` (allgs), `memory`, `stack` (unwinding parked stacks);
+//! then what is made of a census: `snapshot` (goroutines with names), `report` (the
+//! `loupe goroutines` views and JSON, the `loupe stat` section), `profile` (the goroutine
+//! profile).
 
 mod binary;
 mod dwarf;
 mod layout;
 mod locate;
 mod memory;
+pub mod profile;
+pub mod report;
+pub mod snapshot;
 mod stack;
 mod waitreason;
 mod x86;
