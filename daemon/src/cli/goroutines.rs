@@ -17,7 +17,7 @@ use super::{ProfileArgs, ProfileTypeArg};
 use crate::{
     goroutines::{profile, report, GoProcess, GoroutineError},
     profile::ProfileMerger,
-    render::{self, Format},
+    render::Format,
 };
 
 #[derive(Args, Debug)]
@@ -44,8 +44,8 @@ pub struct GoroutinesArgs {
 const DEFAULT_LEAK_AGE: Duration = Duration::from_secs(60);
 
 pub fn run(args: GoroutinesArgs) -> anyhow::Result<ExitCode> {
-    let output = create_output(args.output.as_deref())?;
     let process = attach(args.pid)?;
+    let output = create_output(args.output.as_deref())?;
     let snapshot = process.snapshot()?;
     let leaks = (args.leaks || args.older_than.is_some())
         .then(|| args.older_than.unwrap_or(DEFAULT_LEAK_AGE));
@@ -93,12 +93,12 @@ pub fn profile(args: &ProfileArgs) -> anyhow::Result<ExitCode> {
         (None, Some(path)) => Format::from_path(path)?,
         (None, None) => Format::Top,
     };
-    let output = create_output(args.output.as_deref())?;
     let processes = args
         .pid
         .iter()
         .map(|&pid| attach(pid))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let output = create_output(args.output.as_deref())?;
     if let Some(wait) = args.duration {
         eprintln!(
             "loupe: goroutine census of pid {} in {} (Ctrl-C takes it now)",
@@ -115,23 +115,12 @@ pub fn profile(args: &ProfileArgs) -> anyhow::Result<ExitCode> {
     let mut profile = merged.finish().context("no process was read")?;
     profile.duration = Duration::ZERO;
     eprintln!("loupe: {} in {target}", profile.describe_total());
-    match (output, &args.output) {
-        (Some(file), Some(path)) => {
-            let mut out = BufWriter::new(file);
-            render::render(&profile, format, &mut out)?;
-            out.flush()
-                .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("loupe: wrote {}", path.display());
-        }
-        _ => {
-            let mut text = Vec::new();
-            match format {
-                Format::Top => render::render_top(&profile, args.top, &mut text)?,
-                _ => render::render(&profile, format, &mut text)?,
-            }
-            super::write_stdout(|out| out.write_all(&text))?;
-        }
-    }
+    super::profile::write_profile(
+        &profile,
+        format,
+        output.zip(args.output.as_deref()),
+        args.top,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -160,7 +149,8 @@ fn attach(pid: u32) -> anyhow::Result<GoProcess> {
     Ok(GoProcess::attach(pid)?)
 }
 
-/// Fails on an unwritable path before reading anything, not after.
+/// Fails on an unwritable path before reading goroutines (after attaching: a process that
+/// cannot be read leaves no empty file).
 fn create_output(path: Option<&Path>) -> anyhow::Result<Option<File>> {
     path.map(|p| {
         File::create(p).with_context(|| format!("cannot write the output file {}", p.display()))

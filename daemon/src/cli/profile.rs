@@ -106,24 +106,41 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    match (output, &args.output) {
-        (Some(file), Some(path)) => {
+    write_profile(
+        &profile,
+        format,
+        output.zip(args.output.as_deref()),
+        args.top,
+    )?;
+    Ok(outcome.exit_code)
+}
+
+/// Writes `profile` to the opened output file (and its path), or to stdout (`Top` as a
+/// table of `top` rows).
+pub(super) fn write_profile(
+    profile: &crate::profile::Profile,
+    format: Format,
+    output: Option<(File, &Path)>,
+    top: usize,
+) -> anyhow::Result<()> {
+    match output {
+        Some((file, path)) => {
             let mut out = BufWriter::new(file);
-            render::render(&profile, format, &mut out)?;
+            render::render(profile, format, &mut out)?;
             out.flush()
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("loupe: wrote {}", path.display());
         }
-        _ => {
+        None => {
             let mut text = Vec::new();
             match format {
-                Format::Top => render::render_top(&profile, args.top, &mut text)?,
-                _ => render::render(&profile, format, &mut text)?,
+                Format::Top => render::render_top(profile, top, &mut text)?,
+                _ => render::render(profile, format, &mut text)?,
             }
             super::write_stdout(|out| out.write_all(&text))?;
         }
     }
-    Ok(outcome.exit_code)
+    Ok(())
 }
 
 /// The profile to build and the capabilities it needs, from `--type`.

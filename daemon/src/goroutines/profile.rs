@@ -30,7 +30,9 @@ pub fn profile(snapshot: &Snapshot, target: String) -> Profile {
             (frames.len() - 1) as FrameId
         })
     };
-    let mut counts: HashMap<(Vec<(String, String)>, Vec<FrameId>), u64> = HashMap::new();
+    // (labels, stack) -> goroutines.
+    type Key = (Vec<(String, String)>, Vec<FrameId>);
+    let mut counts: HashMap<Key, u64> = HashMap::new();
     for g in snapshot.user_goroutines() {
         let mut stack: Vec<FrameId> = g
             .stack
