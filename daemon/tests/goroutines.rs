@@ -332,8 +332,8 @@ fn assert_refused(args: &[&str], expected: &str) {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "loupe {args:?}: {stderr}");
     assert!(
-        lines[0].starts_with("loupe: error: ") && lines[0].contains(expected),
-        "loupe {args:?}: {stderr:?} lacks {expected:?}"
+        lines[0].starts_with("loupe: error: ") && lines[0].matches(expected).count() == 1,
+        "loupe {args:?}: {stderr:?} does not say {expected:?} once"
     );
 }
 

@@ -68,8 +68,10 @@ pub enum GoroutineError {
     NoExecutable { pid: u32 },
     #[error("process {pid} ({}) is not a Go program: its executable has no .gopclntab", path.display())]
     NotGo { pid: u32, path: PathBuf },
-    #[error("process {pid}: cannot read its Go tables: {source}")]
-    GoTable { pid: u32, source: GoError },
+    // `reason`, not `source`: the message already says it, and a chain printer (`{:#}`)
+    // would repeat it.
+    #[error("process {pid}: cannot read its Go tables: {reason}")]
+    GoTable { pid: u32, reason: GoError },
     #[error("process {pid}: unreadable executable: {reason}")]
     Binary { pid: u32, reason: String },
     #[error(

@@ -249,12 +249,15 @@ pub fn render_table(report: &Report, out: &mut dyn Write) -> std::io::Result<()>
             writeln!(
                 out,
                 "goroutines of pid {} ({}, {}) blocked longer than {}: {leaked} of {live} live, \
-                 in {} groups by creation site and wait reason",
+                 in {} by creation site and wait reason",
                 report.pid,
                 report.comm,
                 report.go_version,
                 format_nanos(ns),
-                report.groups.len()
+                match report.groups.len() {
+                    1 => "1 group".to_string(),
+                    n => format!("{n} groups"),
+                }
             )?
         }
     }
