@@ -15,6 +15,10 @@ use std::{
 use common::*;
 use serde_json::Value;
 
+#[path = "../src/goroutines/tests/running.rs"]
+#[allow(dead_code)] // Its clock stamps serve the census tests.
+mod running;
+
 /// A running `loupe daemon` on a free loopback port; killed if the test fails.
 struct Daemon {
     child: Option<Child>,
@@ -750,4 +754,54 @@ fn grafana_dashboards_get_data_from_a_prometheus_scraping_the_daemon() {
         queries.len(),
         empty.join("\n")
     );
+}
+
+/// `go tool pprof` reads a Go process's goroutines from the daemon's `/debug/pprof/goroutine`,
+/// as from Go's own endpoint: the total is the program's runtime.NumGoroutine(); the text dump
+/// says so too; a process that is not Go gets a 422 naming it, an unknown PID a 404.
+#[test]
+fn debug_pprof_goroutine_matches_the_programs_own_count() {
+    assert_root();
+    let _serial = serial();
+    let (version, go) = go_toolchains().pop().expect("a Go toolchain");
+    let run = running::start(&fixture(&format!("go{version}/goroutines")), &[], || 0);
+    let pid = run.child.id();
+    let live = run.report["num_goroutine"].as_u64().expect("num_goroutine");
+    let daemon = Daemon::start("window = \"2s\"\n");
+    let raw = go_command(&go)
+        .args(["tool", "pprof", "-raw"])
+        .arg(daemon.url(&format!("/debug/pprof/goroutine?pid={pid}")))
+        .output()
+        .expect("go tool pprof");
+    let text = String::from_utf8_lossy(&raw.stdout);
+    assert!(
+        raw.status.success(),
+        "go tool pprof: {}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let samples = text
+        .split("Samples:")
+        .nth(1)
+        .and_then(|s| s.split("Locations").next())
+        .unwrap_or_else(|| panic!("no samples in pprof -raw:\n{text}"));
+    let total: u64 = samples
+        .lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .filter_map(|(n, _)| n.parse::<u64>().ok())
+        .sum();
+    assert_eq!(
+        total, live,
+        "goroutines in the profile vs runtime.NumGoroutine()"
+    );
+    let (status, body) = daemon.get(&format!("/debug/pprof/goroutine?pid={pid}&debug=1"));
+    let dump = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{dump}");
+    assert!(dump.contains(&format!("{live} live")), "{dump}");
+    let (status, body) = daemon.get(&format!("/debug/pprof/goroutine?pid={}", daemon.pid()));
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("not a Go program"));
+    let (status, _) = daemon.get("/debug/pprof/goroutine?pid=4194304");
+    assert_eq!(status, 404);
+    let (status, _) = daemon.get("/debug/pprof/goroutine");
+    assert_eq!(status, 400);
 }

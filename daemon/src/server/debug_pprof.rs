@@ -96,6 +96,9 @@ pub async fn index() -> Html<&'static str> {
         "<tr><td><a href=\"profile?seconds=30\">profile</a></td><td>a live CPU profile of the whole host, or of one process with ",
         "<code>pid=N</code>, over the next <code>seconds=S</code> (default 30); with <code>from=</code>/<code>to=</code> ",
         "(RFC 3339, unix seconds or now-5m) it comes from the store instead</td></tr>\n",
+        "<tr><td>goroutine</td><td>the live goroutines of Go process <code>pid=N</code>, counted per stack ",
+        "(pprof <code>goroutine/count</code>, labels <code>state</code> and <code>wait_reason</code>); <code>debug=1</code>: ",
+        "the grouped text dump of <code>loupe goroutines</code></td></tr>\n",
         "<tr><td><a href=\"self?seconds=30\">self</a></td><td>the daemon's own CPU profile over <code>seconds=S</code></td></tr>\n",
         "</table>\n<p>Example: <code>go tool pprof http://127.0.0.1:7470/debug/pprof/profile?pid=1234&amp;seconds=10</code></p>\n",
         "</body></html>\n"
@@ -297,4 +300,57 @@ async fn self_answer(state: AppState, raw: Option<String>) -> Answer {
     })
     .await
     .map_err(|e| internal("self profile", e))?
+}
+
+/// `/debug/pprof/goroutine?pid=N[&debug=1]`: a census of a Go process's goroutines now, as
+/// Go's own endpoint gives it: pprof (`goroutine/count`), or the grouped text dump.
+pub async fn goroutine(RawQuery(raw): RawQuery) -> Response {
+    respond(goroutine_answer(raw).await)
+}
+
+async fn goroutine_answer(raw: Option<String>) -> Answer {
+    use crate::goroutines::{self, GoProcess, GoroutineError};
+    let q = Query::parse(raw.as_deref());
+    let pid = match q.get("pid").map(str::parse::<u32>) {
+        Some(Ok(p)) if p > 0 => p,
+        Some(_) => return Err(bad("bad parameter pid: not a process id".to_string())),
+        None => return Err(bad("missing parameter pid (a Go process)".to_string())),
+    };
+    let text = match q.get("debug") {
+        None | Some("0") => false,
+        Some("1") => true,
+        Some(other) => return Err(bad(format!("bad parameter debug: {other:?} is not 0 or 1"))),
+    };
+    // Reading another process's memory blocks: off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let snapshot = GoProcess::attach(pid)
+            .and_then(|p| p.snapshot())
+            .map_err(|e| match e {
+                GoroutineError::ProcessExited { .. } => (
+                    StatusCode::NOT_FOUND,
+                    format!("no process with PID {pid}\n"),
+                ),
+                e => (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
+            })?;
+        if text {
+            let report = goroutines::report::report(&snapshot, None);
+            let mut body = Vec::new();
+            goroutines::report::render_table(&report, &mut body)
+                .map_err(|e| internal("writing the goroutine dump", e))?;
+            return Ok((
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                )],
+                body,
+            )
+                .into_response());
+        }
+        profile_response(&goroutines::profile::profile(
+            &snapshot,
+            format!("pid {pid}"),
+        ))
+    })
+    .await
+    .map_err(|e| internal("taking the goroutine census", e))?
 }

@@ -42,6 +42,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/debug/pprof", get(debug_pprof::index))
         .route("/debug/pprof/profile", get(debug_pprof::profile))
         .route("/debug/pprof/self", get(debug_pprof::self_profile))
+        .route("/debug/pprof/goroutine", get(debug_pprof::goroutine))
         .fallback(get(assets::file))
         .layer(middleware::from_fn_with_state(shared, authorize))
         .with_state(state)
