@@ -23,6 +23,8 @@ use crate::{
 pub enum RawFrame {
     Kernel(u64),
     User(UserAddress),
+    /// The outermost frame of a user stack that could not be followed to its root.
+    Truncated,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -154,6 +156,10 @@ fn name_frames<'a>(
             RawFrame::Kernel(addr) => kernel.push(*addr),
             RawFrame::User(UserAddress::Module { module, svma }) => {
                 by_module.entry(*module).or_default().push(*svma)
+            }
+            RawFrame::Truncated => {
+                names.insert(frame.clone(), vec![symbolize::truncated()]);
+                continue;
             }
             RawFrame::User(UserAddress::Unnamed { label, offset }) => {
                 names.insert(

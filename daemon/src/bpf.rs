@@ -44,14 +44,22 @@ pub fn load() -> Result<Ebpf, BpfError> {
         return Err(BpfError::NotPrivileged);
     }
     ensure_tracefs()?;
-    EbpfLoader::new().load(OBJECT).map_err(|e| match &e {
-        aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
-            if io_error.raw_os_error() == Some(libc::EPERM) =>
-        {
-            BpfError::NotPrivileged
-        }
-        _ => BpfError::Load(e),
-    })
+    // One stack-copy slot per CPU the kernel may ever run the sampler on.
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| BpfError::Program {
+        what: format!("counting possible CPUs ({what})"),
+        source: aya::programs::ProgramError::IOError(e),
+    })?;
+    EbpfLoader::new()
+        .map_max_entries("STACK_SCRATCH", cpus as u32)
+        .load(OBJECT)
+        .map_err(|e| match &e {
+            aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EPERM) =>
+            {
+                BpfError::NotPrivileged
+            }
+            _ => BpfError::Load(e),
+        })
 }
 
 /// Mounts tracefs when it is not mounted (fresh machines), saying so on stderr.

@@ -59,6 +59,7 @@ struct LoadSegment {
     file_offset: u64,
     vaddr: u64,
     file_size: u64,
+    executable: bool,
 }
 
 /// A section's stated address range and its bytes in the file.
@@ -84,6 +85,8 @@ pub struct Module {
     got: Option<SectionRef>,
     /// Go's tables, when this is a Go binary we can read.
     pub go: Option<GoTable>,
+    /// Stated address of the ELF entry point (`_start`): the outermost frame of a process.
+    pub entry: u64,
     /// Names of the PLT stubs.
     pub plt: PltNames,
 }
@@ -102,10 +105,15 @@ impl Module {
             .segments()
             .map(|s| {
                 let (file_offset, file_size) = s.file_range();
+                let executable = matches!(
+                    s.flags(),
+                    object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0
+                );
                 LoadSegment {
                     file_offset,
                     vaddr: s.address(),
                     file_size,
+                    executable,
                 }
             })
             .collect();
@@ -118,6 +126,7 @@ impl Module {
             })
         };
         let plt = PltNames::parse(&elf);
+        let entry = elf.entry();
         let (text, eh_frame, eh_frame_hdr, got) = (
             section(".text"),
             section(".eh_frame"),
@@ -153,20 +162,30 @@ impl Module {
             got,
             go,
             plt,
+            entry,
         })
     }
 
-    /// The module's stated address of a file offset, if a loaded segment covers it.
-    pub fn svma_of_file_offset(&self, offset: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|s| (s.file_offset..s.file_offset + s.file_size.max(1)).contains(&offset))
-            .map(|s| offset - s.file_offset + s.vaddr)
-    }
-
     /// Where stated address 0 lands in a process that maps `mapping` from this module.
+    ///
+    /// Two segments can share a file page (lld packs a read-only segment and the code that
+    /// follows it into one page, at different addresses): the page's address then depends on
+    /// which segment the mapping is, so an executable mapping is matched with the executable
+    /// segment, whose address is taken from the segment's own page-aligned start.
     pub fn base_avma(&self, mapping: &Mapping) -> Option<u64> {
-        let svma = self.svma_of_file_offset(mapping.offset)?;
+        const PAGE: u64 = 4096;
+        let covers = |s: &&LoadSegment| {
+            (s.file_offset & !(PAGE - 1)..s.file_offset + s.file_size.max(1))
+                .contains(&mapping.offset)
+        };
+        let segment = self
+            .segments
+            .iter()
+            .filter(covers)
+            .find(|s| s.executable == mapping.executable)
+            .or_else(|| self.segments.iter().find(covers))?;
+        // Page-aligned file offset and address move together (p_vaddr = p_offset mod page).
+        let svma = (mapping.offset + segment.vaddr).checked_sub(segment.file_offset)?;
         mapping.start.checked_sub(svma)
     }
 

@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use super::ProfileArgs;
-use loupe_ebpf::cpu::{StackCount, StackCountKey};
+use loupe_ebpf::cpu::{StackCount, StackCountKey, SAMPLE_NO_USER_STACK};
 
 use crate::{
     aggregate::{Aggregator, ProfileMeta, RawFrame},
@@ -84,20 +84,22 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     if collected == 0 {
         eprintln!("loupe: note: no samples: the target used no CPU while profiled");
     }
+    // `--top` sets the table's rows wherever it is written.
+    let write = |out: &mut dyn Write| match format {
+        Format::Top => render::render_top(&profile, args.top, out),
+        _ => render::render(&profile, format, out),
+    };
     match (output, &args.output) {
         (Some(file), Some(path)) => {
             let mut out = BufWriter::new(file);
-            render::render(&profile, format, &mut out)?;
+            write(&mut out)?;
             out.flush()
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("loupe: wrote {}", path.display());
         }
         _ => {
             let mut text = Vec::new();
-            match format {
-                Format::Top => render::render_top(&profile, args.top, &mut text)?,
-                _ => render::render(&profile, format, &mut text)?,
-            }
+            write(&mut text)?;
             super::write_stdout(|out| out.write_all(&text))?;
         }
     }
@@ -309,42 +311,35 @@ impl Session {
         stack: &[u8],
     ) {
         let mut frames = kernel_frames(collector, header.epoch, header.kernel_stack_id);
-        let fp_frames = collector
-            .stack(false, header.epoch, header.user_stack_id)
-            .to_vec();
-        let snapshot = StackSnapshot {
-            ip: header.regs.ip,
-            sp: header.regs.sp,
-            bp: header.regs.bp,
-            stack,
-        };
+        let snapshot = StackSnapshot::of_sample(header, stack);
         let thread_comm = comm_str(&header.comm);
         // The leader thread named otherwise than the process we loaded: a sample taken before
         // its exec (a fork child still running its parent's code), which the current mappings
         // would misname.
         let before_exec =
             header.tid == header.pid && !self.processes.named(header.pid, &thread_comm);
-        let mut addrs = if before_exec {
-            None
-        } else {
-            self.processes
-                .get(header.pid)
-                .map(|process| unwind::unwind(process, &snapshot, &fp_frames))
-        };
-        // An address outside the known mappings: a library mapped since we read them.
-        if let Some(unwound) = &addrs {
-            if self.processes.refresh_for(header.pid, unwound) {
-                addrs = self
-                    .processes
-                    .get(header.pid)
-                    .map(|p| unwind::unwind(p, &snapshot, &fp_frames));
+        // A task with no user address space (exiting, or in execve): kernel frames only.
+        if header.flags & SAMPLE_NO_USER_STACK == 0 {
+            let user = match before_exec {
+                true => None,
+                false => unwind::unwind_in(&mut self.processes, header.pid, &snapshot),
+            };
+            match (user, self.processes.get(header.pid)) {
+                (Some(user), Some(process)) => {
+                    if let Some(addr) = user.missing {
+                        collector.hint_stack_region(header.tid, addr & !0xfff);
+                    }
+                    frames.extend(user_frames(&user.frames, |a| process.resolve(a)));
+                    if user.truncated {
+                        frames.push(RawFrame::Truncated);
+                    }
+                }
+                _ => {
+                    let leaf = unwind::leaf_only(header.regs.ip);
+                    frames.extend(user_frames(&leaf.frames, UserAddress::unknown));
+                    frames.push(RawFrame::Truncated);
+                }
             }
-        }
-        match (addrs, self.processes.get(header.pid)) {
-            (Some(addrs), Some(process)) => {
-                frames.extend(user_frames(&addrs, |a| process.resolve(a)))
-            }
-            _ => frames.extend(user_frames(&fp_frames, UserAddress::unknown)),
         }
         let comm = if before_exec {
             thread_comm

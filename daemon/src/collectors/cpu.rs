@@ -18,7 +18,7 @@ use aya::{
 use loupe_ebpf::{
     cpu::{
         counter, CpuConfig, SampleHeader, StackCount, StackCountKey, EVENT_STACK_SAMPLE,
-        STACK_COPY_BYTES, UNWIND_COPY, UNWIND_FRAME_POINTERS,
+        OFFSET_UNKNOWN, STACK_COPY_BYTES, UNWIND_COPY, UNWIND_FRAME_POINTERS,
     },
     targets::{ProcessEvent, EVENT_PROCESS_EXEC, EVENT_PROCESS_EXIT},
 };
@@ -56,6 +56,8 @@ pub struct CpuCollector {
     user_stacks: [StackTraceMap<MapData>; 2],
     kernel_stacks: [StackTraceMap<MapData>; 2],
     counters: PerCpuArray<MapData, u64>,
+    /// Thread id -> second stack region to copy (see `SampleHeader::region2_addr`).
+    stack_hints: HashMap<MapData, u32, u64>,
     /// Frames by (kernel, epoch, id), read once per epoch: an epoch's ids are not reused
     /// until its maps are cleared, and the cache with them.
     stack_cache: StdHashMap<(bool, u32, i32), Vec<u64>>,
@@ -71,6 +73,14 @@ impl CpuCollector {
         frequency_hz: u64,
         unwind: UnwindMode,
     ) -> Result<CpuCollector, BpfError> {
+        // Without them, samples of exiting/exec'ing tasks count as failed copies.
+        let task = crate::btf::TaskOffsets::from_kernel().unwrap_or_else(|e| {
+            log::warn!("{e}: samples of exiting tasks will count as drop_stack_copy");
+            crate::btf::TaskOffsets {
+                mm_bytes: None,
+                in_execve_bit: None,
+            }
+        });
         let config = CpuConfig {
             unwind: match unwind {
                 UnwindMode::Auto => UNWIND_COPY,
@@ -78,6 +88,8 @@ impl CpuCollector {
             },
             stack_copy_bytes: STACK_COPY_BYTES as u32,
             epoch: 0,
+            task_mm_offset: task.mm_bytes.unwrap_or(OFFSET_UNKNOWN),
+            task_in_execve_bit: task.in_execve_bit.unwrap_or(OFFSET_UNKNOWN),
         };
         let mut config_map: Array<MapData, CpuConfig> = take_map(ebpf, "CPU_CONFIG")?;
         config_map
@@ -131,6 +143,7 @@ impl CpuCollector {
                 take_map(ebpf, "KERNEL_STACKS_1")?,
             ],
             counters: take_map(ebpf, "COUNTERS")?,
+            stack_hints: take_map(ebpf, "STACK_HINTS")?,
             stack_cache: StdHashMap::new(),
             stacks_evicted: 0,
         })
@@ -236,6 +249,15 @@ impl CpuCollector {
                     Vec::new()
                 }
             })
+    }
+
+    /// Asks for the stack memory at `addr` (and above) in the next samples of thread `tid`:
+    /// its unwinds need it (see `SampleHeader::region2_addr`). The map is LRU: the hints of
+    /// threads that are gone make room for new ones.
+    pub fn hint_stack_region(&mut self, tid: u32, addr: u64) {
+        if let Err(e) = self.stack_hints.insert(tid, addr, 0) {
+            log::debug!("stack hint for thread {tid}: {e}");
+        }
     }
 
     /// Loss and sample counters, summed over CPUs, by name.

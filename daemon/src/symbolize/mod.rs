@@ -5,10 +5,11 @@
 //! included), everything else through ELF symbols and DWARF (inline frames) via blazesym.
 //! A frame that cannot be named is shown as `module+0xoffset`, never dropped.
 
+pub mod functions;
 pub mod go;
 pub mod plt;
 
-use std::path::Path;
+use std::{cell::RefCell, collections::HashMap, path::Path};
 
 use blazesym::symbolize::{
     source::{Elf, Kernel, Source},
@@ -16,14 +17,18 @@ use blazesym::symbolize::{
 };
 
 use crate::{
-    modules::Module,
+    modules::{Module, ModuleId},
     profile::{Frame, FrameKind},
 };
+
+use functions::FunctionSymbols;
 
 pub const KERNEL_MODULE: &str = "[kernel]";
 
 pub struct Symbolizer {
     blaze: BlazeSymbolizer,
+    /// Function symbols per module, read when blazesym picks a symbol without a size.
+    functions: RefCell<HashMap<ModuleId, FunctionSymbols>>,
 }
 
 impl Default for Symbolizer {
@@ -33,7 +38,10 @@ impl Default for Symbolizer {
             .enable_inlined_fns(true)
             .enable_demangling(true)
             .build();
-        Symbolizer { blaze }
+        Symbolizer {
+            blaze,
+            functions: RefCell::default(),
+        }
     }
 }
 
@@ -98,8 +106,63 @@ impl Symbolizer {
 
     fn elf(&self, module: &Module, svmas: &[u64]) -> Vec<Vec<Frame>> {
         let src = Source::Elf(Elf::new(module.symbol_path()));
-        let results = self.blaze.symbolize(&src, Input::VirtOffset(svmas));
-        frames_or_unknown(results, svmas, &module.name, FrameKind::User, |a| a)
+        let mut results = self.blaze.symbolize(&src, Input::VirtOffset(svmas));
+        // Names of addresses whose blazesym symbol was no function (see `functions`).
+        let mut renamed: Vec<(usize, Option<String>)> = Vec::new();
+        if let Ok(results) = &mut results {
+            for (i, (result, &svma)) in results.iter_mut().zip(svmas).enumerate() {
+                let Symbolized::Sym(sym) = result else {
+                    continue;
+                };
+                // Sized symbols hold the address; only sizeless ones are guesses.
+                if sym.size.is_some() {
+                    continue;
+                }
+                let mut cache = self.functions.borrow_mut();
+                let table = cache
+                    .entry(module.id)
+                    .or_insert_with(|| FunctionSymbols::open(&module.symbol_path()));
+                if !table.starts_at(sym.addr) {
+                    renamed.push((i, table.containing(svma).map(demangle)));
+                }
+            }
+        }
+        let mut frames = frames_or_unknown(results, svmas, &module.name, FrameKind::User, |a| a);
+        for (i, name) in renamed {
+            let frame = match name {
+                Some(function) => Frame {
+                    function,
+                    module: module.name.clone(),
+                    file: None,
+                    line: None,
+                    inlined: false,
+                    kind: FrameKind::User,
+                },
+                None => unknown(&module.name, svmas[i], FrameKind::User),
+            };
+            frames[i] = vec![frame];
+        }
+        frames
+    }
+}
+
+/// A symbol name as people read it (Rust's legacy and v0 manglings; others unchanged).
+fn demangle(name: &str) -> String {
+    format!("{:#}", rustc_demangle::demangle(name))
+}
+
+/// Name of the frame that ends a user stack whose callers are unknown.
+pub const TRUNCATED: &str = "[truncated]";
+
+/// The frame ending a user stack that could not be followed to its root.
+pub fn truncated() -> Frame {
+    Frame {
+        function: TRUNCATED.to_string(),
+        module: TRUNCATED.to_string(),
+        file: None,
+        line: None,
+        inlined: false,
+        kind: FrameKind::User,
     }
 }
 
