@@ -237,3 +237,52 @@ fn frames_or_unknown(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{modules::ModuleCache, process::maps};
+
+    #[inline(never)]
+    fn a_named_function_of_the_test() -> u64 {
+        std::hint::black_box(11)
+    }
+
+    /// The test binary is linked by lld, which puts the read-only segment and the code in
+    /// one file page at different addresses: an address in the code must be named after its
+    /// function, not after the data symbol 4 KiB below it (the segment's offset).
+    #[test]
+    fn names_code_of_a_real_process_after_its_function() {
+        assert_eq!(a_named_function_of_the_test(), 11);
+        let addr = a_named_function_of_the_test as *const () as u64 + 1;
+        let text = std::fs::read_to_string("/proc/self/maps").expect("own maps");
+        let mapping = maps::parse(&text)
+            .into_iter()
+            .find(|m| m.executable && m.contains(addr))
+            .expect("the mapping of the test's code");
+        let mut cache = ModuleCache::default();
+        let module = cache
+            .for_mapping(std::process::id(), &mapping)
+            .expect("own executable opens");
+        let base = module.base_avma(&mapping).expect("base address");
+        let frames = Symbolizer::default().user(&module, &[addr - base]);
+        let names: Vec<&str> = frames[0].iter().map(|f| f.function.as_str()).collect();
+        assert!(
+            names
+                .iter()
+                .any(|n| n.ends_with("a_named_function_of_the_test")),
+            "{names:?}"
+        );
+    }
+
+    /// What `Symbolizer::elf` does with a sizeless non-function symbol blazesym picked:
+    /// the function containing the address, from the tables it checks against.
+    #[test]
+    fn demangles_fallback_names() {
+        assert_eq!(
+            demangle("_ZN4core3ptr13drop_in_place17h0123456789abcdefE"),
+            "core::ptr::drop_in_place"
+        );
+        assert_eq!(demangle("malloc"), "malloc");
+    }
+}

@@ -112,10 +112,25 @@ pub fn unwind(process: &mut Process, snapshot: &StackSnapshot) -> UserStack {
         };
         match step {
             Step::Caller { ip, sp, bp } => {
+                if ip == 0 {
+                    complete = true; // A zero return address ends a stack.
+                    break;
+                }
                 if ip < NULL_PAGE_END {
-                    // 0 ends a stack; other null-page values come from frames that are not
-                    // calls (signal trampolines such as runtime.sigreturn), never from code.
-                    complete = true;
+                    // Other null-page values come from Go frames that are not calls (signal
+                    // trampolines such as runtime.sigreturn); anywhere else they are garbage
+                    // read through a wrong rule, and the unwind cannot go on.
+                    let in_go = process
+                        .code_at(pc)
+                        .and_then(|c| c.module.as_ref())
+                        .is_some_and(|m| m.go.is_some());
+                    complete = in_go;
+                    if !in_go {
+                        log::debug!(
+                            "unwind at {pc:#x} ({}): caller {ip:#x} is no code",
+                            describe_pc(process, pc)
+                        );
+                    }
                     break;
                 }
                 if sp <= regs.sp() {
@@ -268,7 +283,8 @@ fn native_step(
         },
         Ok(None) => {
             log::debug!(
-                "native unwind at {pc:#x}: root (sp {:#x}, copy {} bytes)",
+                "native unwind at {pc:#x} ({}): root (sp {:#x}, copy {} bytes)",
+                describe_pc(process, pc),
                 regs.sp(),
                 snapshot.stack.len()
             );
@@ -277,12 +293,25 @@ fn native_step(
         Err(_) if in_entry_code(process, pc) => Step::Root,
         Err(e) => {
             log::debug!(
-                "native unwind at {pc:#x} failed: {e} (copy {:#x}..{:#x})",
+                "native unwind at {pc:#x} ({}) failed: {e} (copy {:#x}..{:#x})",
+                describe_pc(process, pc),
                 snapshot.sp,
                 snapshot.sp + snapshot.stack.len() as u64
             );
             Step::Lost { missing }
         }
+    }
+}
+
+/// `module+0xsvma`, for debug messages.
+fn describe_pc(process: &Process, pc: u64) -> String {
+    match process.code_at(pc) {
+        Some(code) => format!(
+            "{}+{:#x}",
+            code.module.as_ref().map_or("?", |m| m.name.as_str()),
+            pc.wrapping_sub(code.base_avma)
+        ),
+        None => "no mapping".into(),
     }
 }
 
