@@ -178,7 +178,7 @@ impl TaskOffsets {
         let btf = KernelBtf::load()?;
         let mm_bits = btf.member_bit_offset("task_struct", "mm")?;
         Ok(TaskOffsets {
-            mm_bytes: mm_bits.filter(|b| b % 8 == 0).map(|b| b / 8),
+            mm_bytes: mm_bits.filter(|b| b.is_multiple_of(8)).map(|b| b / 8),
             in_execve_bit: btf.member_bit_offset("task_struct", "in_execve")?,
         })
     }
@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(tgid, pid + 32);
         let offsets = TaskOffsets::from_kernel().unwrap();
         let mm = offsets.mm_bytes.expect("task_struct.mm");
-        assert!(mm > 0 && mm % 8 == 0, "mm at {mm}");
+        assert!(mm > 0 && mm.is_multiple_of(8), "mm at {mm}");
         assert_eq!(
             btf.member_bit_offset("task_struct", "no_such_member")
                 .unwrap(),

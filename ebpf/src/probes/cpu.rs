@@ -177,12 +177,12 @@ fn count(pid: u32, tid: u32, user_stack_id: i32, kernel_stack_id: i32, epoch: u3
         kernel_stack_id,
         epoch,
     };
-    if let Some(value) = CPU_COUNTS.get_ptr_mut(&key) {
+    if let Some(value) = CPU_COUNTS.get_ptr_mut(key) {
         // Racing increments of one key from two CPUs may lose a count; an atomic add would
         // cost more than the rare loss is worth on a sampling profiler.
         unsafe { (*value).count += 1 };
     } else if CPU_COUNTS
-        .insert(&key, &StackCount { count: 1, comm }, 0)
+        .insert(key, StackCount { count: 1, comm }, 0)
         .is_err()
     {
         counters::increment(counter::DROP_COUNT_MAP_FULL);
@@ -235,7 +235,7 @@ fn send_copied(
     let max = unsafe { core::ptr::read_volatile(&header.stack_len) };
     let sp = unsafe { core::ptr::read_volatile(&header.regs.sp) };
     // With a second region to copy, each gets half of the room.
-    let region2 = unsafe { STACK_HINTS.get(&tid) }.copied().unwrap_or(0);
+    let region2 = unsafe { STACK_HINTS.get(tid) }.copied().unwrap_or(0);
     let max = if region2 != 0 { max / 2 } else { max };
     let stack = unsafe { (*sample).stack.as_mut_ptr() };
     let copied = unsafe { copy_user_stack(stack, 0, sp, max) };
@@ -339,8 +339,8 @@ unsafe fn copy_user_stack(stack: *mut u8, start: u32, sp: u64, max: u32) -> u32 
         // The offset goes through an opaque load and a mask (a no-op after the check above:
         // the size is a power of two) so the compiler cannot add `start` to the pointer
         // outside the loop, where the verifier could not bound it.
-        let mut opaque = at as usize;
-        let at = unsafe { core::ptr::read_volatile(&mut opaque) } & (STACK_COPY_BYTES - 1);
+        let opaque = at as usize;
+        let at = unsafe { core::ptr::read_volatile(&opaque) } & (STACK_COPY_BYTES - 1);
         let ret = unsafe {
             bpf_probe_read_user(stack.add(at).cast(), size, (sp + copied as u64) as *const _)
         };
