@@ -183,9 +183,46 @@ fn rustc_stacks_reach_their_root() {
     }
     outer.sort_unstable_by(|a, b| b.cmp(a));
     outer.truncate(5);
+    // Every stack ends at a thread's root or in the truncation mark, never elsewhere.
+    let unmarked: Vec<&&FoldedStack> = with_user
+        .iter()
+        .filter(|s| {
+            let outer = user_frames(s)[0];
+            outer != TRUNCATED && !is_thread_root(outer)
+        })
+        .collect();
+    let unmarked_samples: u64 = unmarked.iter().map(|s| s.count).sum();
+    // A leaf in a process that exited before its mappings were read stays unnamed, and a
+    // sample taken in a fork child before its exec names no root: a few at most.
     assert!(
-        rooted * 100 >= total * 80,
-        "{rooted} of {total} rustc samples reach a thread's root ({truncated} truncated); \
-         most common outermost frames: {outer:?}"
+        unmarked_samples * 100 <= total,
+        "{unmarked_samples} of {total} stacks end neither at a root nor in [truncated]: {:?}",
+        &unmarked[..unmarked.len().min(3)]
+    );
+    // Measured: 93% of rustc samples reach their root for `cargo build` of a crate with one
+    // dependency and over 95% for this one (perf --call-graph dwarf: 1%; the old
+    // frame-pointer splicing: 25-35%). Some runs do the compiler's queries on a stack segment
+    // rustc switched to (stacker/psm), from which the outermost frames of its main thread,
+    // beyond `run_compiler`'s 540 KB frame, are out of reach: those end in [truncated]. Every
+    // other thread and phase must reach its root.
+    eprintln!("rustc: {rooted} of {total} samples reach a thread's root; most common outermost frames: {outer:?}");
+    let elsewhere: Vec<&&FoldedStack> = with_user
+        .iter()
+        .filter(|s| !s.frames.iter().any(|f| f.contains("run_compiler")))
+        .collect();
+    let elsewhere_total: u64 = elsewhere.iter().map(|s| s.count).sum();
+    let elsewhere_rooted: u64 = elsewhere
+        .iter()
+        .filter(|s| is_thread_root(user_frames(s)[0]))
+        .map(|s| s.count)
+        .sum();
+    assert!(
+        elsewhere_total >= 50,
+        "only {elsewhere_total} samples outside the compiler's query thread"
+    );
+    assert!(
+        elsewhere_rooted * 100 >= elsewhere_total * 95,
+        "{elsewhere_rooted} of {elsewhere_total} samples outside `run_compiler` reach a \
+         thread's root; most common outermost frames: {outer:?}"
     );
 }

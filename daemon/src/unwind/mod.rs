@@ -54,6 +54,9 @@ pub struct StackSnapshot<'a> {
     /// Memory from another address upward, for threads whose outer frames are on a second
     /// stack (see `SampleHeader::region2_addr`).
     pub region2: Option<(u64, &'a [u8])>,
+    /// Whether the unwind read from `region2` (one it never reads is stale: the thread id
+    /// was reused, or the thread left the stack it switched to).
+    pub region2_used: std::cell::Cell<bool>,
 }
 
 impl<'a> StackSnapshot<'a> {
@@ -68,13 +71,16 @@ impl<'a> StackSnapshot<'a> {
             bp: header.regs.bp,
             stack,
             region2: (second > 0).then_some((header.region2_addr, region2)),
+            region2_used: Default::default(),
         }
     }
 
     fn read_u64(&self, addr: u64) -> Option<u64> {
         read_at(self.sp, self.stack, addr).or_else(|| {
             let (start, bytes) = self.region2?;
-            read_at(start, bytes, addr)
+            let value = read_at(start, bytes, addr)?;
+            self.region2_used.set(true);
+            Some(value)
         })
     }
 }
@@ -144,9 +150,12 @@ pub fn unwind(process: &mut Process, snapshot: &StackSnapshot) -> UserStack {
                 break;
             }
             Step::Lost { missing: m } => {
-                // Above the stack copy, and below the second region if there is one (a
+                // Above the stack copy; and when a second region helped, below it (a
                 // shortfall at its end is the room, not the place, being wrong).
-                let region2 = snapshot.region2.map_or(u64::MAX, |(start, _)| start);
+                let region2 = match snapshot.region2 {
+                    Some((start, _)) if snapshot.region2_used.get() => start,
+                    _ => u64::MAX,
+                };
                 missing = m.filter(|&a| a > snapshot.sp && a < region2);
                 break;
             }
@@ -346,6 +355,7 @@ mod tests {
             bp: 0,
             stack: &stack,
             region2: Some((0x8000, &stack[..8])),
+            region2_used: Default::default(),
         };
         assert_eq!(
             snap.read_u64(0x1000),
@@ -357,10 +367,12 @@ mod tests {
         );
         assert_eq!(snap.read_u64(0x1009), None);
         assert_eq!(snap.read_u64(0xfff), None);
+        assert!(!snap.region2_used.get());
         assert_eq!(
             snap.read_u64(0x8000),
             Some(u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]))
         );
         assert_eq!(snap.read_u64(0x8001), None);
+        assert!(snap.region2_used.get());
     }
 }
