@@ -205,7 +205,7 @@ fn rustc_stacks_reach_their_root() {
     // rustc switched to (stacker/psm), from which the outermost frames of its main thread,
     // beyond `run_compiler`'s 540 KB frame, are out of reach: those end in [truncated]. Every
     // other thread and phase must reach its root.
-    eprintln!("rustc: {rooted} of {total} samples reach a thread's root; most common outermost frames: {outer:?}");
+    eprintln!("rustc: {rooted} of {total} samples reach a thread's root, {truncated} end in [truncated]; most common outermost frames: {outer:?}");
     let elsewhere: Vec<&&FoldedStack> = with_user
         .iter()
         .filter(|s| !s.frames.iter().any(|f| f.contains("run_compiler")))
