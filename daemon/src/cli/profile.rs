@@ -97,20 +97,22 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
+    // `--top` sets the table's rows wherever it is written.
+    let write = |out: &mut dyn Write| match format {
+        Format::Top => render::render_top(&profile, args.top, out),
+        _ => render::render(&profile, format, out),
+    };
     match (output, &args.output) {
         (Some(file), Some(path)) => {
             let mut out = BufWriter::new(file);
-            render::render(&profile, format, &mut out)?;
+            write(&mut out)?;
             out.flush()
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("loupe: wrote {}", path.display());
         }
         _ => {
             let mut text = Vec::new();
-            match format {
-                Format::Top => render::render_top(&profile, args.top, &mut text)?,
-                _ => render::render(&profile, format, &mut text)?,
-            }
+            write(&mut text)?;
             super::write_stdout(|out| out.write_all(&text))?;
         }
     }
