@@ -27,7 +27,7 @@ pub enum Source {
 
 pub struct Binary {
     pub path: PathBuf,
-    data: memmap2::Mmap,
+    data: std::sync::Arc<memmap2::Mmap>,
     pub table: GoTable,
     pub version: String,
     pub minor: u32,
@@ -70,7 +70,8 @@ impl Binary {
     }
 
     fn parse(pid: u32, path: PathBuf, data: memmap2::Mmap) -> Result<Binary, GoroutineError> {
-        let table = match GoTable::from_elf(&data) {
+        let data = std::sync::Arc::new(data);
+        let table = match GoTable::from_image(data.clone()) {
             Ok(Some(t)) => t,
             Ok(None) => return Err(GoroutineError::NotGo { pid, path }),
             Err(source) => return Err(GoroutineError::GoTable { pid, source }),
@@ -82,7 +83,7 @@ impl Binary {
                 what: "its version string",
             }
         })?;
-        let elf = object::File::parse(&*data).map_err(|e| GoroutineError::Binary {
+        let elf = object::File::parse(&data[..]).map_err(|e| GoroutineError::Binary {
             pid,
             reason: e.to_string(),
         })?;
@@ -157,7 +158,7 @@ impl Binary {
 
     /// The ELF, parsed again (cheap: headers only).
     pub fn elf(&self) -> Option<object::File<'_>> {
-        object::File::parse(&*self.data).ok()
+        object::File::parse(&self.data[..]).ok()
     }
 
     /// How far the process loaded the executable from its link-time addresses (0 unless

@@ -17,33 +17,12 @@ fn fixtures_root() -> PathBuf {
     }
 }
 
-/// The Go versions setup installs, read from its source (`xtask/src/setup.rs`) so that a
-/// toolchain added there is expected here too: `DEBIAN_GO_VERSION` and `PYPI_GO_VERSIONS`.
+/// The Go versions setup installs and fixtures are built with (`xtask/go-toolchains.txt`).
 fn expected_versions() -> Vec<String> {
-    let setup = include_str!("../../../../xtask/src/setup.rs");
-    // From `pub const NAME` to the `;` that ends it (the list may span lines).
-    let value = |name: &str| -> &str {
-        let start = setup
-            .find(&format!("pub const {name}"))
-            .unwrap_or_else(|| panic!("xtask/src/setup.rs has no `pub const {name}`"));
-        let rest = &setup[start..];
-        let body = &rest[..rest.find(';').unwrap_or(rest.len())];
-        body.split_once('=').map(|(_, v)| v).unwrap_or_default()
-    };
-    let quoted = |s: &str| -> Vec<String> {
-        s.split('"')
-            .skip(1)
-            .step_by(2)
-            .map(str::to_string)
-            .collect()
-    };
-    let mut versions = quoted(value("DEBIAN_GO_VERSION"));
-    versions.extend(quoted(value("PYPI_GO_VERSIONS")));
-    assert!(
-        versions.len() >= 2,
-        "could not read the Go versions from xtask/src/setup.rs: {versions:?}"
-    );
-    versions
+    crate::symbolize::go::tests::go_versions()
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// One toolchain's builds of the fixture.

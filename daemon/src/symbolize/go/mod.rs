@@ -30,7 +30,7 @@ mod reader;
 mod version;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::{ops::Range, sync::Arc};
 

@@ -20,7 +20,7 @@ const GO_TOOLCHAINS: &str = include_str!("../../../../../xtask/go-toolchains.txt
 
 /// The versions in [`GO_TOOLCHAINS`] (`<version> <source>` lines, `#` comments), as the
 /// fixture directories name them (`go1.19`, `go1.24.11`).
-fn go_versions() -> Vec<&'static str> {
+pub(crate) fn go_versions() -> Vec<&'static str> {
     let versions: Vec<&str> = GO_TOOLCHAINS
         .lines()
         .filter_map(|l| l.split('#').next()?.split_whitespace().next())
