@@ -429,10 +429,13 @@ fn send_stack_copy(
     let stack = unsafe { (*sample).stack.as_mut_ptr() };
     let copied = unsafe { cpu::copy_user_stack::<OFFCPU_STACK_COPY_BYTES>(stack, 0, sp, max) };
     header.stack_len = copied;
-    if copied == 0 {
+    // Read back from the map: one loaded value, whose bound the check below proves for
+    // the ring-buffer output too (as the CPU sampler does).
+    let stack_len = unsafe { core::ptr::read_volatile(&header.stack_len) };
+    if stack_len == 0 {
         increment(counter::DROP_STACK_COPY);
     }
-    let len = size_of::<OffCpuHeader>() + copied as usize;
+    let len = size_of::<OffCpuHeader>() + stack_len as usize;
     if len > size_of::<OffCpuSample>() {
         return;
     }
