@@ -36,7 +36,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    eprintln!(
+    let announce = format!(
         "loupe: profiling {} for {} ({}, Ctrl-C ends early)",
         spec.describe(),
         humantime::format_duration(args.duration),
@@ -56,6 +56,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         &spec,
         capabilities,
         Some(args.duration),
+        &announce,
         &mut |mut window| {
             // A fresh symbolizer per window: its caches go with the window's modules.
             merged.add(window.build_profile(

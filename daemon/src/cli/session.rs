@@ -41,17 +41,20 @@ const WINDOW: Duration = Duration::from_secs(30);
 
 /// Runs a session over `spec` until `duration` passes (if given), Ctrl-C, the launched
 /// command exits, or every given process has exited. Every window, the last included, goes
-/// to `on_window` in order.
+/// to `on_window` in order. `announce` is printed once the probes are attached, so what a
+/// user (or a test) starts after reading it is observed from its first instruction.
 pub fn collect(
     spec: &TargetSpec,
     capabilities: Vec<Capability>,
     duration: Option<Duration>,
+    announce: &str,
     on_window: &mut dyn FnMut(Window),
 ) -> anyhow::Result<Outcome> {
     let session = Session::start(SessionConfig {
         targets: spec.clone(),
         capabilities,
     })?;
+    eprintln!("{announce}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

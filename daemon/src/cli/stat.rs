@@ -29,7 +29,7 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
         (TargetSpec::Command(_), None) => None,
         _ => Some(DEFAULT_DURATION),
     };
-    eprintln!(
+    let announce = format!(
         "loupe: tracing scheduling of {} {}",
         spec.describe(),
         match duration {
@@ -44,6 +44,7 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
             offcpu_stacks: false,
         }],
         duration,
+        &announce,
         &mut |window| match &mut total {
             Some(t) => t.absorb(window),
             None => total = Some(window),
