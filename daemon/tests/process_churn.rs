@@ -29,14 +29,8 @@ fn short_lived_processes_lose_no_user_stacks() {
         "loupe failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let text = std::fs::read_to_string(&out).expect("read the JSON profile");
-    let profile: serde_json::Value = serde_json::from_str(&text).expect("parse the JSON profile");
-    let samples: u64 = profile["samples"]
-        .as_array()
-        .expect("samples")
-        .iter()
-        .map(|s| s["count"].as_u64().expect("count"))
-        .sum();
+    let (profile, stacks) = read_json(&out);
+    let samples: u64 = stacks.iter().map(|(_, s)| s.count).sum();
     assert!(samples >= 200, "only {samples} samples");
     let drops = profile["drops"].as_object().expect("drops");
     for (name, count) in drops {
