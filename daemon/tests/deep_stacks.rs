@@ -134,26 +134,26 @@ fn rustc_stacks_reach_their_root() {
     generated_crate(dir.path());
     let cargo = option_env!("CARGO").unwrap_or("cargo");
     let out = dir.path().join("rustc.folded");
-    let output = Command::new(loupe_bin())
-        .args(["profile", "-F", "199", "-d", "120s", "-o"])
-        .arg(&out)
-        .args([
-            "--",
-            cargo,
-            "build",
-            "--offline",
-            "--quiet",
-            "--manifest-path",
-        ])
-        .arg(dir.path().join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", dir.path().join("target"))
-        .output()
-        .expect("run loupe");
-    assert!(
-        output.status.success(),
-        "loupe -- cargo build failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let manifest = dir.path().join("Cargo.toml");
+    let target = dir.path().join("target");
+    loupe(&[
+        "profile",
+        "-F",
+        "199",
+        "-d",
+        "120s",
+        "-o",
+        out.to_str().expect("utf-8"),
+        "--",
+        cargo,
+        "build",
+        "--offline",
+        "--quiet",
+        "--manifest-path",
+        manifest.to_str().expect("utf-8"),
+        "--target-dir",
+        target.to_str().expect("utf-8"),
+    ]);
     let stacks = read_folded(&out);
     assert_no_invented_frames(&stacks, "rustc");
     let with_user: Vec<&FoldedStack> = stacks

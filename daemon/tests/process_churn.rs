@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 #[test]
@@ -13,22 +11,19 @@ fn short_lived_processes_lose_no_user_stacks() {
     let _serial = serial();
     let dir = temp_dir();
     let out = dir.path().join("churn.json");
-    let output = Command::new(loupe_bin())
-        .args(["profile", "-F", "499", "-d", "120s", "-o"])
-        .arg(&out)
-        .args([
-            "--",
-            "bash",
-            "-c",
-            "for i in $(seq 4000); do /bin/true; done",
-        ])
-        .output()
-        .expect("run loupe");
-    assert!(
-        output.status.success(),
-        "loupe failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    loupe(&[
+        "profile",
+        "-F",
+        "499",
+        "-d",
+        "120s",
+        "-o",
+        out.to_str().expect("utf-8"),
+        "--",
+        "bash",
+        "-c",
+        "for i in $(seq 4000); do /bin/true; done",
+    ]);
     let (profile, stacks) = read_json(&out);
     let samples: u64 = stacks.iter().map(|(_, s)| s.count).sum();
     assert!(samples >= 200, "only {samples} samples");

@@ -216,11 +216,7 @@ fn send_copied(
         counters::increment(counter::DROP_RINGBUF_FULL);
         return;
     };
-    let limit = if config.stack_copy_bytes as usize > STACK_COPY_BYTES {
-        STACK_COPY_BYTES as u32
-    } else {
-        config.stack_copy_bytes
-    };
+    let limit = config.stack_copy_bytes.min(STACK_COPY_BYTES as u32);
     let header = unsafe { &mut (*sample).header };
     header.kind = EVENT_STACK_SAMPLE;
     header.pid = pid;

@@ -414,11 +414,7 @@ fn send_stack_copy(
         increment(counter::DROP_RINGBUF_FULL);
         return;
     };
-    let limit = if config.stack_copy_bytes as usize > OFFCPU_STACK_COPY_BYTES {
-        OFFCPU_STACK_COPY_BYTES as u32
-    } else {
-        config.stack_copy_bytes
-    };
+    let limit = config.stack_copy_bytes.min(OFFCPU_STACK_COPY_BYTES as u32);
     let header = unsafe { &mut (*sample).header };
     header.kind = EVENT_OFFCPU_STACK;
     header.key = *key;
