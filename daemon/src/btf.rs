@@ -205,9 +205,11 @@ mod tests {
     use super::*;
 
     /// A BTF blob: `int`, and `struct task_struct { long state; int pid;
-    /// union { int tgid; long other; }; }` with tgid at 16 through the anonymous union.
+    /// union { int tgid; long other; }; long mm; int :3, in_execve:1; }` with tgid at 16
+    /// through the anonymous union, and bitfields (the kind flag: sizes in the top 8 bits).
     fn sample_btf() -> Vec<u8> {
-        let strings = b"\0int\0task_struct\0state\0pid\0tgid\0other\0long\0".to_vec();
+        let strings =
+            b"\0int\0task_struct\0state\0pid\0tgid\0other\0long\0mm\0in_execve\0".to_vec();
         let off = |s: &str| {
             let needle = [s.as_bytes(), b"\0"].concat();
             strings
@@ -223,9 +225,11 @@ mod tests {
         // [3] the anonymous union.
         types.extend([0, KIND_UNION << 24 | 2, 8]);
         types.extend([off("tgid"), 1, 0, off("other"), 2, 0]);
-        // [4] task_struct: state at 0, pid at 8 bytes, the union at 16 bytes.
-        types.extend([off("task_struct"), KIND_STRUCT << 24 | 3, 24]);
+        // [4] task_struct: state at 0, pid at 8 bytes, the union at 16 bytes, mm at 24,
+        // in_execve one bit at bit 259.
+        types.extend([off("task_struct"), 1 << 31 | KIND_STRUCT << 24 | 5, 40]);
         types.extend([off("state"), 2, 0, off("pid"), 1, 64, 0, 3, 128]);
+        types.extend([off("mm"), 2, 192, off("in_execve"), 1, 1 << 24 | 259]);
         let type_bytes: Vec<u8> = types.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mut btf = Vec::new();
         btf.extend(MAGIC.to_le_bytes());
@@ -247,8 +251,8 @@ mod tests {
             Ok(TaskLayout {
                 pid: 8,
                 tgid: 16,
-                mm: None,
-                in_execve_bit: None
+                mm: Some(24),
+                in_execve_bit: Some(259)
             })
         );
     }
