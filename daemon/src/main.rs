@@ -10,6 +10,7 @@ mod btf;
 mod check;
 mod cli;
 mod collectors;
+mod daemon;
 mod engine;
 mod histogram;
 // Not wired into the CLI yet: its engine and command come later.
@@ -19,6 +20,7 @@ mod modules;
 mod process;
 mod profile;
 mod render;
+mod server;
 mod stat;
 mod symbolize;
 mod unwind;

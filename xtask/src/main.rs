@@ -32,7 +32,7 @@ enum Cmd {
     },
     /// Build the C and Go test programs into target/fixtures/.
     Fixtures,
-    /// Setup, build, and run loupe as root (default: a 10 s flame graph of the system).
+    /// Setup, build, and run loupe as root (default: `loupe daemon` and its web UI).
     Run {
         #[arg(long)]
         release: bool,

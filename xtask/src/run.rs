@@ -1,27 +1,25 @@
-//! `cargo xtask run [--release] [-- ARGS]`: setup, build, then run loupe as root.
+//! `cargo xtask run [--release] [-- ARGS]`: setup, build, then run loupe as root; without
+//! arguments, the node daemon with its web UI on embedded defaults.
 
 use std::ffi::OsString;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{self, is_root, target_dir};
+use crate::util::{self, is_root};
 use crate::{build, setup};
+
+/// Where `loupe daemon` serves on its defaults.
+const DAEMON_URL: &str = "http://127.0.0.1:7470/";
 
 pub fn run(release: bool, args: Vec<OsString>) -> Result<()> {
     setup::run()?;
     let binary = build::build(release)?;
 
-    // Without arguments: the main job, a 10 s whole-system flame graph.
-    let default_output = target_dir().join("loupe-profile.svg");
+    // Without arguments: the main job, the node daemon and its web UI.
     let is_default = args.is_empty();
     let args = if is_default {
-        let mut a: Vec<OsString> = ["profile", "--all", "--duration", "10s", "-o"]
-            .iter()
-            .map(OsString::from)
-            .collect();
-        a.push(default_output.clone().into_os_string());
-        a
+        vec![OsString::from("daemon")]
     } else {
         args
     };
@@ -43,14 +41,14 @@ pub fn run(release: bool, args: Vec<OsString>) -> Result<()> {
     };
     cmd.args(&args);
     println!("$ {}", util::display(&cmd));
+    if is_default {
+        println!("run: web UI, API and /metrics at {DAEMON_URL} (Ctrl-C stops the daemon)");
+    }
     let status = cmd
         .status()
         .with_context(|| format!("could not start {}", binary.display()))?;
     if !status.success() {
         bail!("loupe failed ({status})");
-    }
-    if is_default {
-        println!("run: flame graph written to {}", default_output.display());
     }
     Ok(())
 }

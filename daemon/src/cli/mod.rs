@@ -1,4 +1,4 @@
-//! Command line: `loupe check` and `loupe profile`.
+//! Command line: `loupe check`, `loupe profile`, `loupe stat` and `loupe daemon`.
 
 mod debug_sched;
 mod profile;
@@ -34,9 +34,22 @@ pub enum Command {
     Profile(ProfileArgs),
     /// Exact scheduling figures per process: on-CPU, off-CPU, run-queue waits and latency.
     Stat(StatArgs),
+    /// Node daemon: continuous host-wide profiling served over HTTP (web UI, JSON API,
+    /// /debug/pprof, Prometheus /metrics).
+    Daemon(DaemonArgs),
     /// Scheduling probes on processes, printed as JSON (for tests; see cli/debug_sched.rs).
     #[command(hide = true)]
     DebugSched(DebugSchedArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Address to serve on; anything but loopback needs a bearer token in the config.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// TOML settings (window, retention, store cap, token, ...); embedded defaults without it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -155,6 +168,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { json } => crate::check::run(json),
         Command::Profile(args) => profile::run(args),
         Command::Stat(args) => stat::run(args),
+        Command::Daemon(args) => crate::daemon::run(args.listen, args.config),
         Command::DebugSched(args) => debug_sched::run(args),
     }
 }

@@ -23,6 +23,10 @@ pub use rust::{nightly, LINT_TOOLCHAIN};
 const APT_PACKAGES: &[&str] = &[
     "linux-perf",      // `perf` as a reference profiler in tests
     "build-essential", // gcc and libc headers for the C fixtures
+    "prometheus",      // promtool: the daemon test checks /metrics with it
+    "bpftool",         // the daemon test: none of its BPF programs left after SIGTERM
+    "chromium",        // the web UI test (headless)
+    "nodejs",          // the web UI test (playwright-core; npm installs it)
 ];
 
 /// The LLVM packages bpf-linker builds against, for LLVM `major`.

@@ -1,0 +1,483 @@
+//! `/metrics`: Prometheus families built with the `prometheus` crate (every family and
+//! label is documented in the README, "loupe daemon" / "Metrics").
+//!
+//! Per-process series exist only for the top N processes by CPU samples of the latest
+//! window (`metrics_top_processes`); the others are summed under `pid="other",comm="other"`,
+//! so cardinality stays bounded. A process that leaves the top N loses its series (a counter
+//! reset if it comes back, which `rate()` handles).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+};
+
+use prometheus::{
+    core::{Collector, Desc},
+    proto, Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::histogram::LatencyHistogram;
+
+use super::store::{Dropped, StoredWindow};
+
+/// The label value of the aggregate of processes outside the top N.
+pub const OTHER: &str = "other";
+
+/// Run-queue histogram bounds: powers of two nanoseconds, 2^10 (1 us) .. 2^34 (17 s).
+const RUNQ_BOUND_EXPONENTS: std::ops::RangeInclusive<u32> = 10..=34;
+
+type ProcessLabels = (String, String);
+
+pub struct Metrics {
+    registry: Registry,
+    cpu_samples: IntCounterVec,
+    cpu_seconds: prometheus::CounterVec,
+    offcpu_seconds: prometheus::CounterVec,
+    runqueue: RunqueueHistograms,
+    events: IntCounterVec,
+    drops: IntCounterVec,
+    attach_errors: IntCounterVec,
+    collector_enabled: IntGaugeVec,
+    symbolization: Histogram,
+    rss: IntGauge,
+    windows_stored: IntGauge,
+    store_bytes: IntGauge,
+    windows_dropped: IntCounterVec,
+    bpf_map_bytes: IntGauge,
+    top_n: usize,
+    labelled: Mutex<HashSet<ProcessLabels>>,
+    dropped_seen: Mutex<Dropped>,
+}
+
+impl Metrics {
+    pub fn new(top_n: usize) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let process = &["pid", "comm"];
+        let m = Metrics {
+            cpu_samples: IntCounterVec::new(
+                Opts::new(
+                    "loupe_cpu_samples_total",
+                    "On-CPU stack samples taken, by process",
+                ),
+                process,
+            )?,
+            cpu_seconds: prometheus::CounterVec::new(
+                Opts::new(
+                    "loupe_cpu_seconds_total",
+                    "CPU time by process, estimated as samples times the sampling period",
+                ),
+                process,
+            )?,
+            offcpu_seconds: prometheus::CounterVec::new(
+                Opts::new(
+                    "loupe_offcpu_seconds_total",
+                    "Time threads spent blocked off-CPU, summed over a process's threads",
+                ),
+                process,
+            )?,
+            runqueue: RunqueueHistograms::new()?,
+            events: IntCounterVec::new(
+                Opts::new(
+                    "loupe_events_total",
+                    "Events the collectors handled, by event",
+                ),
+                &["event"],
+            )?,
+            drops: IntCounterVec::new(
+                Opts::new("loupe_drops_total", "Samples or events lost, by reason"),
+                &["reason"],
+            )?,
+            attach_errors: IntCounterVec::new(
+                Opts::new(
+                    "loupe_attach_errors_total",
+                    "Collectors that failed to attach at start, by collector",
+                ),
+                &["collector"],
+            )?,
+            collector_enabled: IntGaugeVec::new(
+                Opts::new(
+                    "loupe_collector_enabled",
+                    "1 when a collector runs, 0 when the kernel cannot support it",
+                ),
+                &["collector", "reason"],
+            )?,
+            symbolization: Histogram::with_opts(
+                HistogramOpts::new(
+                    "loupe_symbolization_seconds",
+                    "Time to symbolize one window, off the collection thread",
+                )
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            )?,
+            rss: IntGauge::new(
+                "loupe_resident_memory_bytes",
+                "Resident set size of the daemon",
+            )?,
+            windows_stored: IntGauge::new("loupe_store_windows", "Windows in the profile store")?,
+            store_bytes: IntGauge::new(
+                "loupe_store_bytes",
+                "Estimated bytes held by stored windows (the memory cap counts these)",
+            )?,
+            windows_dropped: IntCounterVec::new(
+                Opts::new(
+                    "loupe_store_windows_dropped_total",
+                    "Windows removed from the store, by reason (retention, memory)",
+                ),
+                &["reason"],
+            )?,
+            bpf_map_bytes: IntGauge::new(
+                "loupe_bpf_map_bytes",
+                "Kernel memory of the daemon's BPF maps",
+            )?,
+            top_n,
+            labelled: Mutex::new(HashSet::new()),
+            dropped_seen: Mutex::new(Dropped::default()),
+            registry,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.cpu_samples.clone()))?;
+        r.register(Box::new(m.cpu_seconds.clone()))?;
+        r.register(Box::new(m.offcpu_seconds.clone()))?;
+        r.register(Box::new(m.runqueue.clone()))?;
+        r.register(Box::new(m.events.clone()))?;
+        r.register(Box::new(m.drops.clone()))?;
+        r.register(Box::new(m.attach_errors.clone()))?;
+        r.register(Box::new(m.collector_enabled.clone()))?;
+        r.register(Box::new(m.symbolization.clone()))?;
+        r.register(Box::new(m.rss.clone()))?;
+        r.register(Box::new(m.windows_stored.clone()))?;
+        r.register(Box::new(m.store_bytes.clone()))?;
+        r.register(Box::new(m.windows_dropped.clone()))?;
+        r.register(Box::new(m.bpf_map_bytes.clone()))?;
+        for reason in ["retention", "memory"] {
+            m.windows_dropped.with_label_values(&[reason]);
+        }
+        Ok(m)
+    }
+
+    pub fn collector(&self, name: &str, enabled: bool, reason: &str) {
+        self.collector_enabled
+            .with_label_values(&[name, reason])
+            .set(i64::from(enabled));
+        if !enabled {
+            self.attach_errors.with_label_values(&[name]).inc();
+        } else {
+            self.attach_errors.with_label_values(&[name]);
+        }
+    }
+
+    pub fn symbolized(&self, seconds: f64) {
+        self.symbolization.observe(seconds);
+    }
+
+    /// Adds one window's figures.
+    pub fn add_window(&self, window: &StoredWindow, period_seconds: f64) {
+        for (name, value) in &window.counters {
+            match name.strip_prefix("drop_") {
+                Some(reason) => self.drops.with_label_values(&[reason]).inc_by(*value),
+                None => self.events.with_label_values(&[name]).inc_by(*value),
+            }
+        }
+        let mut ranked: Vec<(&u32, u64)> = window
+            .processes
+            .iter()
+            .map(|(pid, p)| (pid, p.cpu_samples))
+            .collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let top: HashSet<u32> = ranked
+            .iter()
+            .take(self.top_n)
+            .filter(|(_, samples)| *samples > 0)
+            .map(|(pid, _)| **pid)
+            .collect();
+        let mut now_labelled = HashSet::new();
+        let mut runq: HashMap<ProcessLabels, LatencyHistogram> = HashMap::new();
+        for (pid, p) in &window.processes {
+            let labels = if top.contains(pid) {
+                (pid.to_string(), p.info.comm.clone())
+            } else {
+                (OTHER.to_string(), OTHER.to_string())
+            };
+            let l = [labels.0.as_str(), labels.1.as_str()];
+            self.cpu_samples.with_label_values(&l).inc_by(p.cpu_samples);
+            self.cpu_seconds
+                .with_label_values(&l)
+                .inc_by(p.cpu_samples as f64 * period_seconds);
+            if let Some(ns) = p.offcpu_ns {
+                self.offcpu_seconds
+                    .with_label_values(&l)
+                    .inc_by(ns as f64 / 1e9);
+            }
+            if p.runqueue.count > 0 {
+                runq.entry(labels.clone()).or_default().merge(&p.runqueue);
+            }
+            now_labelled.insert(labels);
+        }
+        self.runqueue.add(runq);
+        let mut labelled = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in labelled.difference(&now_labelled) {
+            if gone.0 == OTHER {
+                continue;
+            }
+            let l = [gone.0.as_str(), gone.1.as_str()];
+            let _ = self.cpu_samples.remove_label_values(&l);
+            let _ = self.cpu_seconds.remove_label_values(&l);
+            let _ = self.offcpu_seconds.remove_label_values(&l);
+            self.runqueue.remove(gone);
+        }
+        *labelled = now_labelled;
+    }
+
+    /// Store figures, set after each push.
+    pub fn store(&self, windows: usize, bytes: u64, dropped: Dropped) {
+        self.windows_stored.set(windows as i64);
+        self.store_bytes.set(bytes as i64);
+        let mut seen = self.dropped_seen.lock().unwrap_or_else(|e| e.into_inner());
+        self.windows_dropped
+            .with_label_values(&["retention"])
+            .inc_by(dropped.expired.saturating_sub(seen.expired));
+        self.windows_dropped
+            .with_label_values(&["memory"])
+            .inc_by(dropped.memory.saturating_sub(seen.memory));
+        *seen = dropped;
+    }
+
+    /// The text exposition, with the gauges read now.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        self.rss.set(rss_bytes() as i64);
+        self.bpf_map_bytes.set(bpf_map_bytes() as i64);
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// `loupe_runqueue_latency_seconds{pid,comm}`: cumulative run-queue latency histograms
+/// exported from loupe's own buckets (exact count and sum).
+#[derive(Clone)]
+struct RunqueueHistograms {
+    desc: Desc,
+    state: std::sync::Arc<Mutex<HashMap<ProcessLabels, Cumulative>>>,
+}
+
+#[derive(Default)]
+struct Cumulative {
+    /// Values below 2^e ns for each bound exponent e, then everything.
+    below: Vec<u64>,
+    count: u64,
+    sum_ns: u64,
+}
+
+impl RunqueueHistograms {
+    fn new() -> Result<Self, prometheus::Error> {
+        Ok(RunqueueHistograms {
+            desc: Desc::new(
+                "loupe_runqueue_latency_seconds".into(),
+                "Run-queue latency (wakeup to running), per thread wakeup, by process".into(),
+                vec!["pid".into(), "comm".into()],
+                HashMap::new(),
+            )?,
+            state: Default::default(),
+        })
+    }
+
+    fn add(&self, windows: HashMap<ProcessLabels, LatencyHistogram>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for (labels, h) in windows {
+            let c = state.entry(labels).or_insert_with(|| Cumulative {
+                below: vec![0; RUNQ_BOUND_EXPONENTS.count()],
+                ..Cumulative::default()
+            });
+            for (end_exclusive, n) in h.nonzero_buckets() {
+                for (slot, e) in c.below.iter_mut().zip(RUNQ_BOUND_EXPONENTS) {
+                    if end_exclusive <= 1u64 << e {
+                        *slot += n;
+                    }
+                }
+            }
+            c.count += h.count;
+            c.sum_ns = c.sum_ns.saturating_add(h.sum_ns);
+        }
+    }
+
+    fn remove(&self, labels: &ProcessLabels) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.remove(labels);
+    }
+}
+
+impl Collector for RunqueueHistograms {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<proto::MetricFamily> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut family = proto::MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(proto::MetricType::HISTOGRAM);
+        let mut metrics = Vec::new();
+        let mut keys: Vec<&ProcessLabels> = state.keys().collect();
+        keys.sort();
+        for key in keys {
+            let c = &state[key];
+            let mut h = proto::Histogram::default();
+            h.set_sample_count(c.count);
+            h.set_sample_sum(c.sum_ns as f64 / 1e9);
+            let buckets = c
+                .below
+                .iter()
+                .zip(RUNQ_BOUND_EXPONENTS)
+                .map(|(n, e)| {
+                    let mut b = proto::Bucket::default();
+                    b.set_cumulative_count(*n);
+                    b.set_upper_bound((1u64 << e) as f64 / 1e9);
+                    b
+                })
+                .collect();
+            h.set_bucket(buckets);
+            let mut pid = proto::LabelPair::default();
+            pid.set_name("pid".into());
+            pid.set_value(key.0.clone());
+            let mut comm = proto::LabelPair::default();
+            comm.set_name("comm".into());
+            comm.set_value(key.1.clone());
+            let mut m = proto::Metric::from_label(vec![comm, pid]);
+            m.set_histogram(h);
+            metrics.push(m);
+        }
+        family.set_metric(metrics);
+        vec![family]
+    }
+}
+
+/// Resident set size of this process.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
+}
+
+/// Kernel memory of this process's BPF maps (`memlock` of each map descriptor).
+pub fn bpf_map_bytes() -> u64 {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    fds.flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy() == "anon_inode:bpf-map")
+        })
+        .filter_map(|fd| {
+            let info = std::fs::read_to_string(format!(
+                "/proc/self/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .ok()?;
+            info.lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::{attribution::ProcessInfo, store::ProcessFigures};
+    use std::{
+        collections::BTreeMap,
+        sync::Arc,
+        time::{Duration, SystemTime},
+    };
+
+    fn figures(comm: &str, cpu: u64, runq: &[u64]) -> ProcessFigures {
+        let mut h = LatencyHistogram::default();
+        for &v in runq {
+            h.record(v);
+        }
+        ProcessFigures {
+            info: Arc::new(ProcessInfo {
+                comm: comm.into(),
+                ..ProcessInfo::default()
+            }),
+            cpu_samples: cpu,
+            offcpu_ns: Some(2_000_000_000),
+            runqueue: h,
+            exited: false,
+        }
+    }
+
+    #[test]
+    fn top_processes_get_series_and_the_rest_is_other() {
+        let m = Metrics::new(1).expect("metrics");
+        let mut processes = HashMap::new();
+        processes.insert(10, figures("busy", 50, &[1_500, 3_000_000]));
+        processes.insert(20, figures("idle", 1, &[100]));
+        processes.insert(30, figures("idle2", 0, &[]));
+        let window = StoredWindow {
+            start: SystemTime::UNIX_EPOCH,
+            duration: Duration::from_secs(10),
+            profiles: BTreeMap::new(),
+            processes,
+            counters: vec![
+                ("drop_ringbuf_full".into(), 2),
+                ("samples_counted".into(), 51),
+            ],
+            bytes: 0,
+        };
+        m.add_window(&window, 0.01);
+        let text = m.render().expect("render");
+        assert!(
+            text.contains("loupe_cpu_samples_total{comm=\"busy\",pid=\"10\"} 50"),
+            "{text}"
+        );
+        assert!(
+            text.contains("loupe_cpu_samples_total{comm=\"other\",pid=\"other\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("loupe_offcpu_seconds_total{comm=\"other\",pid=\"other\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("loupe_drops_total{reason=\"ringbuf_full\"} 2"),
+            "{text}"
+        );
+        // 1.5 us is below 2^11 ns; 3 ms below 2^22 ns; count and sum are exact.
+        assert!(text.contains("loupe_runqueue_latency_seconds_bucket{comm=\"busy\",pid=\"10\",le=\"0.000002048\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "loupe_runqueue_latency_seconds_bucket{comm=\"busy\",pid=\"10\",le=\"+Inf\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("loupe_runqueue_latency_seconds_sum{comm=\"busy\",pid=\"10\"} 0.0030015"),
+            "{text}"
+        );
+        // The next window: busy is gone, its series too.
+        let mut processes = HashMap::new();
+        processes.insert(20, figures("idle", 5, &[]));
+        m.add_window(
+            &StoredWindow {
+                processes,
+                ..window
+            },
+            0.01,
+        );
+        let text = m.render().expect("render");
+        assert!(!text.contains("pid=\"10\""), "{text}");
+        assert!(
+            text.contains("loupe_cpu_samples_total{comm=\"idle\",pid=\"20\"} 5"),
+            "{text}"
+        );
+    }
+}
