@@ -15,7 +15,7 @@ use crate::{
     modules::{Module, ModuleId},
     process::UserAddress,
     profile::{Frame, FrameId, FrameKind, Profile, ProfileType, Sample},
-    symbolize::{self, Symbolizer},
+    symbolize::{self, go::runtime_threads as go_runtime, Symbolizer},
 };
 
 /// A frame before symbolization. User addresses are lookup addresses: for return addresses,
@@ -165,17 +165,26 @@ impl Aggregator {
             .stacks
             .into_iter()
             .map(|(key, values)| {
-                let stack = key
+                let mut named: Vec<&Frame> = key
                     .frames
                     .iter()
                     .flat_map(|raw| names.get(raw).map(Vec::as_slice).unwrap_or(&[]))
-                    .map(&mut intern)
                     .collect();
+                named.drain(..probe_frames(&named));
+                let role = go_runtime::thread_role(named.iter().map(|f| f.function.as_str()));
+                let mut stack: Vec<FrameId> = named.into_iter().map(&mut intern).collect();
+                let mut labels = Vec::new();
+                // A Go runtime thread with nothing to run: told apart at the root, so its
+                // waiting is not read as the program's.
+                if let Some(role) = role {
+                    stack.push(intern(&synthetic_frame(role.frame())));
+                    labels.push(("go_thread".to_string(), role.label().to_string()));
+                }
                 Sample {
                     pid: key.pid,
                     tid: key.tid,
                     comm: key.comm.to_string(),
-                    labels: Vec::new(),
+                    labels,
                     stack,
                     values,
                 }
@@ -199,6 +208,17 @@ impl Aggregator {
             drops: meta.drops,
         }
     }
+}
+
+/// How many leaf frames belong to loupe's own probe, not to the traced task: a stack taken
+/// in a tracepoint program starts with the program and the kernel's `bpf_trace_run<N>`
+/// that called it (perf-event samples start at the interrupted code and have none).
+fn probe_frames(leaf_first: &[&Frame]) -> usize {
+    leaf_first
+        .iter()
+        .take(4)
+        .position(|f| f.kind == FrameKind::Kernel && f.function.starts_with("bpf_trace_run"))
+        .map_or(0, |i| i + 1)
 }
 
 /// A frame loupe adds, in module `[loupe]`.

@@ -13,7 +13,7 @@ mod collectors;
 mod daemon;
 mod engine;
 mod histogram;
-// Not wired into the CLI yet: its engine and command come later.
+// Parts of the census API serve only its tests and later consumers (the daemon).
 #[allow(dead_code)]
 mod goroutines;
 mod modules;

@@ -1,5 +1,5 @@
 //! `loupe stat` reports: exact per-process figures of a window, one section per capability
-//! (`sched` now; goroutines, locks and TLS add theirs beside it).
+//! (`sched`, `goroutines`; locks and TLS add theirs beside it).
 //!
 //! JSON schema (version 1; keys are stable, new keys and sections may be added):
 //!
@@ -16,6 +16,11 @@
 //!     "runqueue_wait_ns": 0, "runqueue_waits": 0, // runnable but waiting for a CPU
 //!     "runqueue_p50_ns": 0, "runqueue_p99_ns": 0, // quantiles of those waits
 //!     "voluntary_switches": 0, "involuntary_switches": 0
+//!   },
+//!   "goroutines": {              // only when the process is a Go program: a census at the
+//!     "live": 958,               // end of the window; live = runtime.NumGoroutine()
+//!     "by_state": {"waiting": 950, "syscall": 2, "running": 1},   // the runtime's names
+//!     "by_wait_reason": {"chan receive": 400, "select": 200}      // its wait reasons
 //!   },
 //!   "processes": [               // one entry per process, largest on-CPU time first,
 //!     {"pid": 1234, "comm": "app", "exited": false, "sched": {...}}   // same keys
@@ -91,6 +96,9 @@ pub struct StatReport {
     pub duration_ns: u64,
     pub exited: bool,
     pub sched: SchedStat,
+    /// The subject's goroutines, when it is a Go program (see `crate::goroutines::report`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goroutines: Option<crate::goroutines::report::Counts>,
     pub processes: Vec<ProcessStat>,
     pub drops: BTreeMap<String, u64>,
 }
@@ -155,6 +163,7 @@ pub fn report(window: &Window, subject: Option<u32>, description: &str) -> StatR
         duration_ns: u64::try_from(window.duration.as_nanos()).unwrap_or(u64::MAX),
         exited: subject.is_some_and(|pid| window.exited.contains(&pid)),
         sched: SchedStat::from_counters(&all_counters, &all_histogram),
+        goroutines: None,
         processes,
         drops: window.drops().into_iter().collect(),
     }
@@ -219,6 +228,20 @@ pub fn render_table(
     }
     if report.processes.iter().any(|p| p.exited) {
         writeln!(out, "* exited during the window: figures until its exit")?;
+    }
+    if let Some(g) = &report.goroutines {
+        let counts = |map: &BTreeMap<String, u64>| {
+            let mut v: Vec<_> = map.iter().collect();
+            v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            v.iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(out, "goroutines: {} live ({})", g.live, counts(&g.by_state))?;
+        if !g.by_wait_reason.is_empty() {
+            writeln!(out, "  waiting on: {}", counts(&g.by_wait_reason))?;
+        }
     }
     let lost: Vec<String> = report
         .drops

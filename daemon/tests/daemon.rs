@@ -25,11 +25,7 @@ struct Daemon {
 impl Daemon {
     /// Starts the daemon with `config` (TOML) and waits until it serves.
     fn start(config: &str) -> Daemon {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = free_loopback_addr();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("loupe.toml");
         std::fs::write(&path, config).expect("write config");
@@ -110,6 +106,15 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// A loopback address with a port nobody listens on.
+fn free_loopback_addr() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    format!("127.0.0.1:{port}")
 }
 
 /// A minimal HTTP/1.1 GET (no client library in the dev-dependencies).
@@ -581,4 +586,168 @@ fn which(name: &str) -> Option<PathBuf> {
         .split(':')
         .map(|dir| Path::new(dir).join(name))
         .find(|p| p.is_file())
+}
+
+/// Percent-encodes a query-string value.
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every query of every panel of the shipped Grafana dashboards, with Grafana's variables
+/// filled in as a dashboard would for `comm`.
+fn dashboard_queries(comm: &str) -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana");
+    let mut queries = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("deploy/grafana")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "dashboards missing in {}", dir.display());
+    for file in files {
+        let dashboard: Value = serde_json::from_slice(&std::fs::read(&file).expect("read"))
+            .unwrap_or_else(|e| panic!("{}: not JSON: {e}", file.display()));
+        let variables = dashboard["templating"]["list"]
+            .as_array()
+            .expect("variables");
+        assert!(
+            variables
+                .iter()
+                .any(|v| v["type"] == "datasource" && v["query"] == "prometheus"),
+            "{}: no Prometheus datasource variable",
+            file.display()
+        );
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                let expr = expr
+                    .replace("$__rate_interval", "10s")
+                    .replace("$instance", ".*")
+                    .replace("$comm", comm);
+                let what = format!(
+                    "{}: {}",
+                    dashboard["title"].as_str().unwrap_or("?"),
+                    panel["title"].as_str().unwrap_or("?")
+                );
+                queries.push((what, expr));
+            }
+        }
+    }
+    queries
+}
+
+/// A real Prometheus scrapes the daemon while a workload runs; every panel of the shipped
+/// dashboards returns data through Prometheus's HTTP API. The shipped scrape configuration
+/// and systemd unit pass the checks their tools offer here.
+#[test]
+fn grafana_dashboards_get_data_from_a_prometheus_scraping_the_daemon() {
+    assert_root();
+    let _serial = serial();
+    let prometheus =
+        which("prometheus").expect("prometheus is missing: apt-get install prometheus");
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let check = Command::new(which("promtool").expect("promtool is missing"))
+        .args(["check", "config"])
+        .arg(deploy.join("prometheus/scrape.yml"))
+        .output()
+        .expect("promtool check config");
+    assert!(
+        check.status.success(),
+        "deploy/prometheus/scrape.yml: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let systemd_analyze = which("systemd-analyze").expect("systemd-analyze is missing");
+    let unit_dir = tempfile::tempdir().expect("tempdir");
+    let unit = std::fs::read_to_string(deploy.join("systemd/loupe.service")).expect("unit");
+    let unit_path = unit_dir.path().join("loupe.service");
+    let loupe = loupe_bin();
+    std::fs::write(
+        &unit_path,
+        unit.replace("/usr/local/bin/loupe", loupe.to_str().expect("utf-8")),
+    )
+    .expect("write unit");
+    let verify = Command::new(systemd_analyze)
+        .arg("verify")
+        .arg(&unit_path)
+        .output()
+        .expect("systemd-analyze verify");
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify loupe.service: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
+    let daemon = Daemon::start("window = \"2s\"\ncpu_frequency_hz = 49\n");
+    let (mut hogs, _) = start_hogs(3, 90);
+    let prom_addr = free_loopback_addr();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: loupe\n    static_configs:\n      - targets: [\"{}\"]\n",
+            daemon.addr
+        ),
+    )
+    .expect("write prometheus.yml");
+    let mut prom = Command::new(prometheus)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={prom_addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    let queries = dashboard_queries("hogs");
+    // Every panel has data once a few windows were scraped; allow a loaded host a minute.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut empty: Vec<String>;
+    loop {
+        std::thread::sleep(Duration::from_secs(3));
+        empty = Vec::new();
+        for (what, expr) in &queries {
+            let answer = TcpStream::connect(&prom_addr).ok().map(|_| {
+                http_get(
+                    &prom_addr,
+                    &format!("/api/v1/query?query={}", url_encode(expr)),
+                )
+            });
+            let has_data = answer.is_some_and(|(status, body)| {
+                status == 200
+                    && serde_json::from_slice::<Value>(&body).is_ok_and(|v| {
+                        v["data"]["result"]
+                            .as_array()
+                            .is_some_and(|r| !r.is_empty())
+                    })
+            });
+            if !has_data {
+                empty.push(format!("{what}: {expr}"));
+            }
+        }
+        if empty.is_empty() || Instant::now() > deadline {
+            break;
+        }
+    }
+    let _ = prom.kill();
+    let _ = prom.wait();
+    let _ = hogs.kill();
+    let _ = hogs.wait();
+    assert!(
+        empty.is_empty(),
+        "{} of {} dashboard queries returned no data:\n{}",
+        empty.len(),
+        queries.len(),
+        empty.join("\n")
+    );
 }

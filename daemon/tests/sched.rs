@@ -207,3 +207,89 @@ fn runqueue_wait_of_a_hog_matches_the_kernels_schedstat() {
     let mean = wait / waits as f64;
     assert!(mean <= p99 as f64 * 1.07, "mean {mean} above p99 {p99}");
 }
+
+/// A Go program blocking its threads in system calls while other goroutines wait on channels
+/// and timers, built by every Go toolchain: off-CPU time under each blocking function matches
+/// what the program measured around its calls, every such stack reaches the program's root
+/// through its Go callers, and the runtime's idle threads are marked as such, never the
+/// program's own blocking.
+#[test]
+fn go_threads_blocking_in_syscalls_are_named_and_idle_runtime_threads_are_marked() {
+    assert_root();
+    let _serial = serial();
+    let dir = temp_dir();
+    for (version, _) in go_toolchains() {
+        let out = dir.path().join(format!("go{version}-offcpu.json"));
+        let result = loupe_with_stdin(
+            &[
+                "profile",
+                "--type",
+                "offcpu",
+                "-o",
+                out.to_str().expect("utf-8"),
+                "--",
+                fixture(&format!("go{version}/offcpu"))
+                    .to_str()
+                    .expect("utf-8"),
+                "10",
+                "30",
+                "20",
+            ],
+            "go\n",
+        );
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(
+            result.status.success(),
+            "go{version}: loupe failed: {stderr}"
+        );
+        let truth = ground_truth(&result.stdout);
+        let (_, samples) = read_json(&out);
+        let stacks: Vec<FoldedStack> = samples
+            .into_iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.process() == "offcpu")
+            .collect();
+        for (function, key) in [
+            ("main.sleepInSyscall", "sleep_syscall_ns"),
+            ("main.readPipe", "pipe_read_ns"),
+        ] {
+            let want = truth_ns(&truth, key);
+            let got = count_where(&stacks, |s| s.has(function)) as f64;
+            // The program's clock also counts the run-queue wait after each wakeup, which
+            // is not off-CPU time: loupe may be a little under it, never over.
+            assert!(
+                got <= want * 1.02 && got >= want * 0.9,
+                "go{version}: off-CPU under {function} {got} ns vs the program's {want} ns\n{stderr}"
+            );
+            let without_callers = count_where(&stacks, |s| {
+                s.has(function) && !(s.has("main.main") && s.has("runtime.main"))
+            });
+            assert_eq!(
+                without_callers, 0,
+                "go{version}: {function} blocked without main.main/runtime.main above it"
+            );
+        }
+        let idle_marker = "[go runtime: idle worker]";
+        let program_marked = count_where(&stacks, |s| {
+            s.has(idle_marker) && (s.has("main.sleepInSyscall") || s.has("main.readPipe"))
+        });
+        assert_eq!(
+            program_marked, 0,
+            "go{version}: the program's blocking marked idle"
+        );
+        let in_scheduler = |s: &FoldedStack| {
+            s.has("runtime.findRunnable") || s.has("runtime.findrunnable") || s.has("runtime.stopm")
+        };
+        let idle = count_where(&stacks, in_scheduler);
+        assert!(idle > 0, "go{version}: no idle runtime thread seen");
+        let unmarked = count_where(&stacks, |s| in_scheduler(s) && !s.has(idle_marker));
+        assert_eq!(unmarked, 0, "go{version}: idle runtime threads not marked");
+        let probe_frames = count_where(&stacks, |s| {
+            s.frames.iter().any(|f| f.starts_with("bpf_trace_run"))
+        });
+        assert_eq!(
+            probe_frames, 0,
+            "go{version}: loupe's own probe frames in stacks"
+        );
+    }
+}

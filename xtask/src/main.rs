@@ -71,6 +71,17 @@ enum BenchMode {
         #[arg(long, default_value_t = 20)]
         minutes: u64,
     },
+    /// `perf bench sched pipe` (context-switch heavy) with nothing, `loupe stat --all`,
+    /// `loupe profile --type offcpu --all` and `perf record -e sched:sched_switch -a -g`;
+    /// writes target/bench/sched.md.
+    Sched {
+        /// Interleaved rounds (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Pipe round trips per run.
+        #[arg(long, default_value_t = 500_000)]
+        loops: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +96,10 @@ fn main() -> ExitCode {
             mode: Some(BenchMode::Churn { minutes }),
             ..
         } => bench::churn::run(minutes),
+        Cmd::Bench {
+            mode: Some(BenchMode::Sched { rounds, loops }),
+            ..
+        } => bench::sched::run(rounds, loops),
         Cmd::Bench {
             mode: None,
             rounds,

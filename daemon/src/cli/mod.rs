@@ -1,6 +1,7 @@
 //! Command line: `loupe check`, `loupe profile`, `loupe stat` and `loupe daemon`.
 
 mod debug_sched;
+mod goroutines;
 mod profile;
 mod session;
 mod stat;
@@ -37,6 +38,8 @@ pub enum Command {
     /// Node daemon: continuous host-wide profiling served over HTTP (web UI, JSON API,
     /// /debug/pprof, Prometheus /metrics).
     Daemon(DaemonArgs),
+    /// The goroutines of a running Go program, grouped by stack, or the leak view.
+    Goroutines(goroutines::GoroutinesArgs),
     /// Scheduling probes on processes, printed as JSON (for tests; see cli/debug_sched.rs).
     #[command(hide = true)]
     DebugSched(DebugSchedArgs),
@@ -75,14 +78,16 @@ pub struct ProfileArgs {
     /// Profile every process on the host.
     #[arg(short, long)]
     pub all: bool,
-    /// How long to profile: `500ms`, `10s`, `2m`. Ctrl-C ends early and still writes.
-    #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
-    pub duration: Duration,
+    /// How long to profile: `500ms`, `10s`, `2m` (default 10s). Ctrl-C ends early and still
+    /// writes. `--type goroutines` takes its census at once, or after this long if given.
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
     /// Samples per second per CPU.
     #[arg(short = 'F', long, default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub frequency: u64,
     /// What to profile: `cpu` (on-CPU samples), `offcpu` (time blocked, by the stack that
-    /// blocked), or `cpu,offcpu` (both in one wall-clock view).
+    /// blocked), or `cpu,offcpu` (both in one wall-clock view); `goroutines` (the live
+    /// goroutines of Go processes per stack, like Go's goroutine profile).
     #[arg(
         short = 't',
         long = "type",
@@ -113,6 +118,7 @@ pub struct ProfileArgs {
 pub enum ProfileTypeArg {
     Cpu,
     Offcpu,
+    Goroutines,
 }
 
 #[derive(Args, Debug)]
@@ -169,6 +175,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Profile(args) => profile::run(args),
         Command::Stat(args) => stat::run(args),
         Command::Daemon(args) => crate::daemon::run(args.listen, args.config),
+        Command::Goroutines(args) => goroutines::run(args),
         Command::DebugSched(args) => debug_sched::run(args),
     }
 }
@@ -195,7 +202,7 @@ mod tests {
             panic!("profile")
         };
         assert_eq!(args.command, vec!["sleep", "1"]);
-        assert_eq!(args.duration, Duration::from_secs(10));
+        assert_eq!(args.duration, None);
         assert_eq!(args.frequency, 99);
     }
 }

@@ -20,7 +20,14 @@ use crate::{
     symbolize::Symbolizer,
 };
 
+/// How long to profile without --duration.
+const DEFAULT_DURATION: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
+    if args.types.contains(&ProfileTypeArg::Goroutines) {
+        return super::goroutines::profile(&args);
+    }
+    let duration = args.duration.unwrap_or(DEFAULT_DURATION);
     let spec = target_spec(&args)?;
     let format = match (args.format, &args.output) {
         (Some(f), _) => f,
@@ -39,12 +46,13 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     let announce = format!(
         "loupe: profiling {} for {} ({}, Ctrl-C ends early)",
         spec.describe(),
-        humantime::format_duration(args.duration),
+        humantime::format_duration(duration),
         args.types
             .iter()
             .map(|t| match t {
                 ProfileTypeArg::Cpu => format!("cpu at {} Hz", args.frequency),
                 ProfileTypeArg::Offcpu => "offcpu".to_string(),
+                ProfileTypeArg::Goroutines => "goroutines".to_string(),
             })
             .collect::<Vec<_>>()
             .join(" + ")
@@ -55,7 +63,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     let outcome = super::session::collect(
         &spec,
         capabilities,
-        Some(args.duration),
+        Some(duration),
         &announce,
         &mut |mut window| {
             // A fresh symbolizer per window: its caches go with the window's modules.
@@ -98,26 +106,42 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    // `--top` sets the table's rows wherever it is written.
+    write_profile(
+        &profile,
+        format,
+        output.zip(args.output.as_deref()),
+        args.top,
+    )?;
+    Ok(outcome.exit_code)
+}
+
+/// Writes `profile` to the opened output file (and its path), or to stdout; `top` sets the
+/// rows of a `Top` table wherever it is written.
+pub(super) fn write_profile(
+    profile: &crate::profile::Profile,
+    format: Format,
+    output: Option<(File, &Path)>,
+    top: usize,
+) -> anyhow::Result<()> {
     let write = |out: &mut dyn Write| match format {
-        Format::Top => render::render_top(&profile, args.top, out),
-        _ => render::render(&profile, format, out),
+        Format::Top => render::render_top(profile, top, out),
+        _ => render::render(profile, format, out),
     };
-    match (output, &args.output) {
-        (Some(file), Some(path)) => {
+    match output {
+        Some((file, path)) => {
             let mut out = BufWriter::new(file);
             write(&mut out)?;
             out.flush()
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("loupe: wrote {}", path.display());
         }
-        _ => {
+        None => {
             let mut text = Vec::new();
             write(&mut text)?;
             super::write_stdout(|out| out.write_all(&text))?;
         }
     }
-    Ok(outcome.exit_code)
+    Ok(())
 }
 
 /// The profile to build and the capabilities it needs, from `--type`.

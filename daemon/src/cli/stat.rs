@@ -56,7 +56,11 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
         TargetSpec::Pids(pids) if pids.len() == 1 => Some(pids[0]),
         _ => None,
     };
-    let report = stat::report(&window, subject, &spec.describe());
+    let mut report = stat::report(&window, subject, &spec.describe());
+    // A census at the end of the window, for a Go process still running.
+    if let Some(pid) = subject.filter(|pid| !window.exited.contains(pid)) {
+        report.goroutines = super::goroutines::stat_section(pid);
+    }
     let json = serde_json::to_string_pretty(&report)? + "\n";
     match output {
         Some(mut file) => {

@@ -74,7 +74,7 @@ impl Binary {
         let table = match GoTable::from_image(data.clone()) {
             Ok(Some(t)) => t,
             Ok(None) => return Err(GoroutineError::NotGo { pid, path }),
-            Err(source) => return Err(GoroutineError::GoTable { pid, source }),
+            Err(reason) => return Err(GoroutineError::GoTable { pid, reason }),
         };
         let version = table.go_version().to_string();
         let minor = crate::symbolize::go::minor_version(&version).ok_or_else(|| {

@@ -21,13 +21,19 @@
 //! skipped and counted.
 //!
 //! Modules: `binary` (the executable), `dwarf`, `layout`, `waitreason`, `x86` (finding
-//! RIP-relative operands), `locate` (allgs), `memory`, `stack` (unwinding parked stacks).
+//! RIP-relative operands), `locate` (allgs), `memory`, `stack` (unwinding parked stacks);
+//! then what is made of a census: `snapshot` (goroutines with names), `report` (the
+//! `loupe goroutines` views and JSON, the `loupe stat` section), `profile` (the goroutine
+//! profile).
 
 mod binary;
 mod dwarf;
 mod layout;
 mod locate;
 mod memory;
+pub mod profile;
+pub mod report;
+pub mod snapshot;
 mod stack;
 mod waitreason;
 mod x86;
@@ -62,8 +68,10 @@ pub enum GoroutineError {
     NoExecutable { pid: u32 },
     #[error("process {pid} ({}) is not a Go program: its executable has no .gopclntab", path.display())]
     NotGo { pid: u32, path: PathBuf },
-    #[error("process {pid}: cannot read its Go tables: {source}")]
-    GoTable { pid: u32, source: GoError },
+    // `reason`, not `source`: the message already says it, and a chain printer (`{:#}`)
+    // would repeat it.
+    #[error("process {pid}: cannot read its Go tables: {reason}")]
+    GoTable { pid: u32, reason: GoError },
     #[error("process {pid}: unreadable executable: {reason}")]
     Binary { pid: u32, reason: String },
     #[error(

@@ -294,14 +294,7 @@ pub async fn flamegraph(State(state): State<AppState>, RawQuery(raw): RawQuery) 
     let shared = state.shared.clone();
     let (t, unit) = profile_type(&shared, &q)?;
     let target = target(&q)?;
-    let (from, to) = params::range(
-        "from",
-        q.get("from"),
-        "to",
-        q.get("to"),
-        Some("now-1m"),
-        SystemTime::now(),
-    )?;
+    let (from, to) = q.range_or_last_minute()?;
     let max = max_nodes(&q)?;
     let found = windows(&shared, from, to);
     let pids = pids_of(&target, &found)?;
@@ -374,14 +367,7 @@ pub async fn histograms(State(state): State<AppState>, RawQuery(raw): RawQuery) 
         return Err(BadParam(format!("histogram {name:?} is disabled: {}", c.detail)).into());
     }
     let target = target(&q)?;
-    let (from, to) = params::range(
-        "from",
-        q.get("from"),
-        "to",
-        q.get("to"),
-        Some("now-1m"),
-        SystemTime::now(),
-    )?;
+    let (from, to) = q.range_or_last_minute()?;
     let found = windows(shared, from, to);
     let pids = pids_of(&target, &found)?;
     let mut h = LatencyHistogram::default();

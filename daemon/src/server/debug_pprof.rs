@@ -3,7 +3,7 @@
 //! seconds, or with `from=`/`to=` one from the store; `/debug/pprof/self` is the daemon's
 //! own CPU profile (the `pprof` crate); `/debug/pprof/` lists them.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::{
     extract::{RawQuery, State},
@@ -19,7 +19,7 @@ use crate::{
     symbolize::Symbolizer,
 };
 
-use super::{params, AppState, Query};
+use super::{AppState, Query};
 
 /// Go's default profile length.
 const DEFAULT_SECONDS: u64 = 30;
@@ -46,6 +46,13 @@ fn respond(answer: Answer) -> Response {
             r
         }
     }
+}
+
+/// `profile` as a gzipped pprof download.
+fn profile_response(profile: &Profile) -> Answer {
+    let mut body = Vec::new();
+    render::render(profile, Format::Pprof, &mut body).map_err(|e| internal("writing pprof", e))?;
+    Ok(pprof_response(body, "profile.pb.gz"))
 }
 
 fn pprof_response(body: Vec<u8>, name: &str) -> Response {
@@ -166,10 +173,7 @@ async fn profile_answer(state: AppState, raw: Option<String>) -> Answer {
             .map_err(|e| internal("stopping the profile", e))?;
         let profile =
             window.build_profile(ProfileType::Cpu, description, hz, &Symbolizer::default());
-        let mut body = Vec::new();
-        render::render(&profile, Format::Pprof, &mut body)
-            .map_err(|e| internal("writing pprof", e))?;
-        Ok(pprof_response(body, "profile.pb.gz"))
+        profile_response(&profile)
     })
     .await
     .map_err(|e| internal("building the profile", e))?
@@ -191,15 +195,7 @@ impl Drop for LiveSession {
 
 /// The CPU profile of `pid` (or everything) from the stored windows in `[from, to)`.
 async fn stored(state: &AppState, pid: Option<u32>, q: &Query) -> Answer {
-    let (from, to) = params::range(
-        "from",
-        q.get("from"),
-        "to",
-        q.get("to"),
-        Some("now-1m"),
-        SystemTime::now(),
-    )
-    .map_err(|e| bad(e.0))?;
+    let (from, to) = q.range_or_last_minute().map_err(|e| bad(e.0))?;
     if !state.shared.cpu_enabled {
         return Err(bad("the cpu collector is disabled".into()));
     }
@@ -222,10 +218,7 @@ async fn stored(state: &AppState, pid: Option<u32>, q: &Query) -> Answer {
                 "no stored window in that range\n".into(),
             ));
         };
-        let mut body = Vec::new();
-        render::render(&profile, Format::Pprof, &mut body)
-            .map_err(|e| internal("writing pprof", e))?;
-        Ok(pprof_response(body, "profile.pb.gz"))
+        profile_response(&profile)
     })
     .await
     .map_err(|e| internal("building the profile", e))?

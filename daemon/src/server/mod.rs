@@ -73,6 +73,20 @@ impl Query {
     pub fn has(&self, name: &str) -> bool {
         self.0.contains_key(name)
     }
+
+    /// The `[from, to)` range asked for, the last minute when neither is given.
+    pub fn range_or_last_minute(
+        &self,
+    ) -> Result<(std::time::SystemTime, std::time::SystemTime), params::BadParam> {
+        params::range(
+            "from",
+            self.get("from"),
+            "to",
+            self.get("to"),
+            Some("now-1m"),
+            std::time::SystemTime::now(),
+        )
+    }
 }
 
 /// An API error: a status and a one-line reason, as `{"error": ...}`.

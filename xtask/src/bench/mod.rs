@@ -2,12 +2,14 @@
 //!
 //! A fixed-work CPU benchmark (`fixtures/c/bench_work.c`, one thread per CPU, stacks through
 //! glibc) runs under each condition in turn: nothing, `loupe profile --all` at 19 and 99 Hz,
-//! and `perf record -F 99 -a -g`. Conditions are interleaved over several rounds (the order
+//! `perf record -F 99 -a -g`, and `loupe daemon` with its defaults (where the /metrics scrape
+//! time and the time `/debug/pprof/profile?seconds=5` takes beyond its 5 s are measured too). Conditions are interleaved over several rounds (the order
 //! rotates each round) and medians are compared, so drift on the machine hits all alike.
 //! Reported: the benchmark's elapsed time as a ratio to no profiler; for each profiler, the
 //! time from the end of profiling to the written file and its peak RSS.
 
 pub mod churn;
+pub mod sched;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -32,6 +34,8 @@ enum Condition {
     PerfDwarf {
         hz: u32,
     },
+    /// The node daemon with its default collectors (CPU at 19 Hz, off-CPU, run queue).
+    Daemon,
 }
 
 impl Condition {
@@ -41,17 +45,22 @@ impl Condition {
             Condition::Loupe { hz } => format!("loupe profile --all -F {hz}"),
             Condition::Perf { hz } => format!("perf record -F {hz} -a -g"),
             Condition::PerfDwarf { hz } => format!("perf record -F {hz} -a --call-graph dwarf"),
+            Condition::Daemon => "loupe daemon (defaults)".into(),
         }
     }
 }
 
-const CONDITIONS: [Condition; 5] = [
+const CONDITIONS: [Condition; 6] = [
     Condition::Baseline,
     Condition::Loupe { hz: 19 },
     Condition::Loupe { hz: 99 },
     Condition::Perf { hz: 99 },
     Condition::PerfDwarf { hz: 99 },
+    Condition::Daemon,
 ];
+
+/// Where the benchmark's daemon listens.
+const DAEMON_ADDR: &str = "127.0.0.1:7479";
 
 /// One run of the benchmark under one condition.
 struct Measurement {
@@ -60,6 +69,10 @@ struct Measurement {
     finish: Option<Duration>,
     /// Profilers only: peak resident set, KiB.
     peak_rss_kib: Option<u64>,
+    /// The daemon only: one /metrics scrape, and how long /debug/pprof/profile?seconds=5
+    /// took beyond its 5 s.
+    scrape: Option<Duration>,
+    pprof_beyond_window: Option<Duration>,
 }
 
 pub fn run(rounds: usize, work_rounds: u32) -> Result<()> {
@@ -110,6 +123,11 @@ fn measure(
                 .arg(&output);
             Some(start_loupe(cmd)?)
         }
+        Condition::Daemon => {
+            let mut cmd = Command::new(loupe);
+            cmd.args(["daemon", "--listen", DAEMON_ADDR]);
+            Some(start_loupe(cmd)?)
+        }
         Condition::Perf { hz } | Condition::PerfDwarf { hz } => {
             let unwinding: &[&str] = match condition {
                 Condition::PerfDwarf { .. } => &["--call-graph", "dwarf"],
@@ -136,7 +154,20 @@ fn measure(
             workload,
             finish: None,
             peak_rss_kib: None,
+            scrape: None,
+            pprof_beyond_window: None,
         });
+    };
+    let (scrape, pprof_beyond_window) = match condition {
+        Condition::Daemon => {
+            let scrape = timed_get(DAEMON_ADDR, "/metrics")?;
+            let pprof = timed_get(DAEMON_ADDR, "/debug/pprof/profile?seconds=5")?;
+            (
+                Some(scrape),
+                Some(pprof.saturating_sub(Duration::from_secs(5))),
+            )
+        }
+        _ => (None, None),
     };
     let stopped = Instant::now();
     let (status, peak_rss_kib) = interrupt_and_wait(child)?;
@@ -148,7 +179,8 @@ fn measure(
             && matches!(
                 condition,
                 Condition::Perf { .. } | Condition::PerfDwarf { .. }
-            ));
+            ))
+        || (condition == Condition::Daemon && interrupted);
     if !normal_end {
         bail!("{} failed after the benchmark: {status}", condition.label());
     }
@@ -156,11 +188,35 @@ fn measure(
         workload,
         finish: Some(finish),
         peak_rss_kib: Some(peak_rss_kib),
+        scrape,
+        pprof_beyond_window,
     })
 }
 
-/// Starts loupe and waits for its "profiling" line, so the benchmark runs under sampling.
-fn start_loupe(mut cmd: Command) -> Result<Child> {
+/// GETs `path` from `addr` (HTTP/1.0, read to the end) and returns how long the whole answer
+/// took; fails unless it is a 200.
+fn timed_get(addr: &str, path: &str) -> Result<Duration> {
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let mut stream =
+        std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
+        .with_context(|| format!("GET {path}"))?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .with_context(|| format!("reading GET {path}"))?;
+    let elapsed = started.elapsed();
+    let head = String::from_utf8_lossy(&answer[..answer.len().min(64)]).into_owned();
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(elapsed)
+}
+
+/// Starts loupe and waits for its announcement (printed once its probes are attached), so
+/// the benchmark runs under them.
+pub(crate) fn start_loupe(mut cmd: Command) -> Result<Child> {
     let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -170,7 +226,13 @@ fn start_loupe(mut cmd: Command) -> Result<Child> {
     let mut lines = BufReader::new(stderr).lines();
     loop {
         match lines.next() {
-            Some(Ok(line)) if line.starts_with("loupe: profiling") => break,
+            Some(Ok(line))
+                if line.starts_with("loupe: profiling")
+                    || line.starts_with("loupe: tracing")
+                    || line.contains("daemon listening on") =>
+            {
+                break
+            }
             Some(Ok(_)) => {}
             _ => bail!("loupe exited before it started profiling"),
         }
@@ -202,7 +264,7 @@ fn run_workload(work: &Path, work_rounds: u32) -> Result<Duration> {
 }
 
 /// Sends SIGINT (as Ctrl-C would) and reaps the child with its resource usage.
-fn interrupt_and_wait(child: Child) -> Result<(std::process::ExitStatus, u64)> {
+pub(crate) fn interrupt_and_wait(child: Child) -> Result<(std::process::ExitStatus, u64)> {
     let pid = child.id() as libc::pid_t;
     // SAFETY: signalling and reaping our own child; `child` is not used to wait afterwards.
     unsafe {
@@ -223,7 +285,7 @@ fn interrupt_and_wait(child: Child) -> Result<(std::process::ExitStatus, u64)> {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -277,6 +339,27 @@ fn report(results: &[(Condition, Vec<Measurement>)], rounds: usize, work_rounds:
             slowdown,
             dash(finish, "s"),
             dash(rss, "MiB"),
+        );
+    }
+    let daemon: Vec<&Measurement> = results
+        .iter()
+        .filter(|(c, _)| *c == Condition::Daemon)
+        .flat_map(|(_, ms)| ms)
+        .collect();
+    let ms = |pick: fn(&Measurement) -> Option<Duration>| {
+        median(
+            daemon
+                .iter()
+                .filter_map(|m| pick(m))
+                .map(|d| d.as_secs_f64() * 1e3)
+                .collect(),
+        )
+    };
+    if !daemon.is_empty() {
+        out += &format!(
+            "\nloupe daemon: /metrics scrape {:.1} ms; /debug/pprof/profile?seconds=5 answered {:.0} ms after its window (medians).\n",
+            ms(|m| m.scrape),
+            ms(|m| m.pprof_beyond_window),
         );
     }
     out

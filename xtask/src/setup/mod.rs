@@ -27,6 +27,7 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",         // the daemon test: none of its BPF programs left after SIGTERM
     "chromium",        // the web UI test (headless)
     "nodejs",          // the web UI test (playwright-core; npm installs it)
+    "systemd",         // systemd-analyze: the deploy test verifies the shipped unit
 ];
 
 /// The LLVM packages bpf-linker builds against, for LLVM `major`.

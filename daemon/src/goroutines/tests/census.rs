@@ -1,59 +1,19 @@
 //! Censuses of the running fixture, checked against what its own runtime reported.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::Value;
 
 use super::fixtures;
+use super::running::{self, Running};
 use crate::goroutines::{
     census, monotonic_ns, Census, Found, GStatus, GoProcess, GoroutineError, Source, StackStatus,
 };
 
-/// The fixture, killed when dropped.
-struct Running {
-    child: Child,
-    report: Value,
-    /// CLOCK_MONOTONIC before it started and when its report arrived.
-    started_ns: u64,
-    reported_ns: u64,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(path: &Path, args: &[&str]) -> Running {
-    let started_ns = monotonic_ns();
-    let mut child = Command::new(path)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(90)).unwrap_or_default();
-    let reported_ns = monotonic_ns();
-    let mut running = Running {
-        child,
-        report: Value::Null,
-        started_ns,
-        reported_ns,
-    };
-    running.report = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("{}: no report ({e}): {line:?}", path.display()));
-    running
+    running::start(path, args, monotonic_ns)
 }
 
 struct Group {

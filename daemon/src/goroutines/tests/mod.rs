@@ -5,6 +5,7 @@
 //! (runtime.NumGoroutine(), the states and creators its own runtime.Stack traceback prints).
 
 mod census;
+pub(super) mod running;
 mod tables;
 
 use std::path::{Path, PathBuf};

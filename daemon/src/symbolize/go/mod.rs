@@ -27,6 +27,7 @@ mod moduledata;
 mod names;
 mod pclntab;
 mod reader;
+pub mod runtime_threads;
 mod version;
 
 #[cfg(test)]
