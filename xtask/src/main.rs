@@ -71,16 +71,19 @@ enum BenchMode {
         #[arg(long, default_value_t = 20)]
         minutes: u64,
     },
-    /// `perf bench sched pipe` (context-switch heavy) with nothing, `loupe stat --all`,
-    /// `loupe profile --type offcpu --all` and `perf record -e sched:sched_switch -a -g`;
-    /// writes target/bench/sched.md.
+    /// Context-switch-heavy work (`perf bench sched pipe`, a Go HTTP server under wrk) with
+    /// nothing, `loupe stat --all`, `loupe profile --type offcpu --all`, `loupe daemon` and
+    /// `perf record -e sched:sched_switch -a -g`; writes target/bench/sched.md.
     Sched {
         /// Interleaved rounds (medians are reported).
         #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// Pipe round trips per run.
-        #[arg(long, default_value_t = 500_000)]
+        #[arg(long, default_value_t = 300_000)]
         loops: u32,
+        /// Seconds of wrk per run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
     },
 }
 
@@ -97,9 +100,14 @@ fn main() -> ExitCode {
             ..
         } => bench::churn::run(minutes),
         Cmd::Bench {
-            mode: Some(BenchMode::Sched { rounds, loops }),
+            mode:
+                Some(BenchMode::Sched {
+                    rounds,
+                    loops,
+                    seconds,
+                }),
             ..
-        } => bench::sched::run(rounds, loops),
+        } => bench::sched::run(rounds, loops, seconds),
         Cmd::Bench {
             mode: None,
             rounds,

@@ -1,12 +1,14 @@
-//! `cargo xtask bench sched`: the cost of scheduling tracing on a context-switch-heavy host.
+//! `cargo xtask bench sched`: the cost of scheduling tracing on context-switch-heavy work.
 //!
-//! The workload is `perf bench sched pipe` (two tasks passing a token through a pipe: two
-//! context switches per operation, about 100k switches a second per pair here). It runs under
-//! each condition in turn, interleaved over rounds (the order rotates), and each run's
-//! operations per second are compared with the same round's run without tracing:
-//! nothing, `loupe stat --all`, `loupe profile --type offcpu --all`, and
-//! `perf record -e sched:sched_switch -a -g` (a peer's way to get off-CPU stacks).
+//! Two workloads: `perf bench sched pipe` (two tasks passing a token through a pipe: two
+//! context switches per operation) and a Go HTTP server (fixtures/go/httpserver) under
+//! `wrk` on loopback. Each runs under every tracer in turn, interleaved over rounds (the
+//! order rotates), and each run's throughput is compared with the same round's run with
+//! nothing traced: nothing, `loupe stat --all`, `loupe profile --type offcpu --all`,
+//! `loupe daemon` with its defaults, and `perf record -e sched:sched_switch -a -g` (a peer's
+//! way to get off-CPU stacks).
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -15,22 +17,28 @@ use anyhow::{bail, Context, Result};
 
 use super::{interrupt_and_wait, median, start_loupe};
 use crate::util::{target_dir, which};
-use crate::{build, setup};
+use crate::{build, fixtures, setup};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tracer {
     None,
     LoupeStat,
     LoupeOffcpu,
+    LoupeDaemon,
     PerfSchedSwitch,
 }
 
-const TRACERS: [Tracer; 4] = [
+const TRACERS: [Tracer; 5] = [
     Tracer::None,
     Tracer::LoupeStat,
     Tracer::LoupeOffcpu,
+    Tracer::LoupeDaemon,
     Tracer::PerfSchedSwitch,
 ];
+
+/// Where the benchmark's daemon and HTTP server listen.
+const DAEMON_ADDR: &str = "127.0.0.1:7478";
+const HTTP_ADDR: &str = "127.0.0.1:8089";
 
 impl Tracer {
     fn label(self) -> &'static str {
@@ -38,6 +46,7 @@ impl Tracer {
             Tracer::None => "nothing",
             Tracer::LoupeStat => "loupe stat --all",
             Tracer::LoupeOffcpu => "loupe profile --type offcpu --all",
+            Tracer::LoupeDaemon => "loupe daemon (defaults)",
             Tracer::PerfSchedSwitch => "perf record -e sched:sched_switch -a -g",
         }
     }
@@ -54,6 +63,9 @@ impl Tracer {
                 cmd.args(["profile", "--type", "offcpu", "--all", "-d", "1h", "-o"])
                     .arg(out_dir.join("sched-offcpu.pb.gz"));
             }
+            Tracer::LoupeDaemon => {
+                cmd.args(["daemon", "--listen", DAEMON_ADDR]);
+            }
             Tracer::PerfSchedSwitch => {
                 let child = Command::new("perf")
                     .args(["record", "-q", "-e", "sched:sched_switch", "-a", "-g", "-o"])
@@ -69,42 +81,154 @@ impl Tracer {
         }
         start_loupe(cmd).map(Some)
     }
+
+    fn stop(self, child: Option<Child>) -> Result<()> {
+        let Some(child) = child else { return Ok(()) };
+        let (status, _) = interrupt_and_wait(child)?;
+        // perf record re-raises SIGINT after writing its data: its normal end.
+        let by_sigint =
+            std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT);
+        if !(status.success() || (by_sigint && self == Tracer::PerfSchedSwitch)) {
+            bail!("{} failed: {status}", self.label());
+        }
+        Ok(())
+    }
 }
 
-pub fn run(rounds: usize, loops: u32) -> Result<()> {
-    if which("perf").is_none() {
-        bail!("perf is missing: run `cargo xtask setup` (installs linux-perf)");
+#[derive(Clone, Copy)]
+enum Workload {
+    Pipe { loops: u32 },
+    Http { seconds: u32 },
+}
+
+impl Workload {
+    fn label(self) -> String {
+        match self {
+            Workload::Pipe { loops } => format!("perf bench sched pipe -l {loops} (ops/s)"),
+            Workload::Http { seconds } => {
+                format!("Go HTTP server under wrk -t2 -c32 -d{seconds}s (requests/s)")
+            }
+        }
+    }
+
+    /// Runs once and returns its throughput (operations or requests per second).
+    fn run(self) -> Result<f64> {
+        match self {
+            Workload::Pipe { loops } => {
+                let out = run_ok(Command::new("perf").args([
+                    "bench",
+                    "sched",
+                    "pipe",
+                    "-l",
+                    &loops.to_string(),
+                ]))?;
+                out.lines()
+                    .find(|l| l.trim_end().ends_with("ops/sec"))
+                    .and_then(|l| l.split_whitespace().next())
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .with_context(|| format!("no ops/sec in perf bench's output {out:?}"))
+            }
+            Workload::Http { seconds } => {
+                let out = run_ok(Command::new("wrk").args([
+                    "-t2",
+                    "-c32",
+                    &format!("-d{seconds}s"),
+                    &format!("http://{HTTP_ADDR}/"),
+                ]))?;
+                out.lines()
+                    .find(|l| l.starts_with("Requests/sec:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .with_context(|| format!("no Requests/sec in wrk's output {out:?}"))
+            }
+        }
+    }
+}
+
+/// Runs `cmd` to completion and returns its stdout; fails on a non-zero exit.
+fn run_ok(cmd: &mut Command) -> Result<String> {
+    let output = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !output.status.success() {
+        bail!("{cmd:?} failed: {}", output.status);
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The Go HTTP server, running until dropped.
+struct HttpServer(Child);
+
+impl HttpServer {
+    fn start(binary: &Path) -> Result<HttpServer> {
+        let mut child = Command::new(binary)
+            .arg(HTTP_ADDR)
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdout = child.stdout.take().context("the server's stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .context("reading the server's first line")?;
+        if !line.contains("listening") {
+            let _ = child.kill();
+            bail!("{} did not start: {line:?}", binary.display());
+        }
+        Ok(HttpServer(child))
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn run(rounds: usize, loops: u32, seconds: u32) -> Result<()> {
+    for tool in ["perf", "wrk"] {
+        if which(tool).is_none() {
+            bail!("{tool} is missing: run `cargo xtask setup`");
+        }
     }
     setup::run()?;
     let object = build::build_ebpf()?;
     let loupe = build::build_daemon(&object, true)?;
+    let fixtures = fixtures::build_all()?;
+    let go = setup::go_versions()
+        .last()
+        .map(|v| fixtures.join(format!("go{v}/httpserver")))
+        .context("no Go toolchain listed")?;
     let out_dir = target_dir().join("bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
-    let mut ops: Vec<Vec<f64>> = vec![Vec::new(); TRACERS.len()];
-    for round in 0..rounds {
-        for i in 0..TRACERS.len() {
-            let index = (i + round) % TRACERS.len();
-            let tracer = TRACERS[index];
-            println!("bench: round {}/{rounds}: {}", round + 1, tracer.label());
-            let child = tracer.start(&loupe, &out_dir)?;
-            let rate = pipe_ops_per_sec(loops)?;
-            println!("bench:   {rate:.0} ops/s");
-            if let Some(child) = child {
-                let (status, _) = interrupt_and_wait(child)?;
-                // perf record re-raises SIGINT after writing its data: its normal end.
-                let by_sigint =
-                    std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT);
-                let normal_end =
-                    status.success() || (by_sigint && tracer == Tracer::PerfSchedSwitch);
-                if !normal_end {
-                    bail!("{} failed: {status}", tracer.label());
-                }
+    let _server = HttpServer::start(&go)?;
+    let workloads = [Workload::Pipe { loops }, Workload::Http { seconds }];
+    let mut report = format!(
+        "Medians of {rounds} interleaved rounds; cost: the median over rounds of the untraced run's \
+         throughput / the traced run's, minus 1 (the same round's runs compared).\n"
+    );
+    for workload in workloads {
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); TRACERS.len()];
+        for round in 0..rounds {
+            for i in 0..TRACERS.len() {
+                let index = (i + round) % TRACERS.len();
+                let tracer = TRACERS[index];
+                println!(
+                    "bench: {} round {}/{rounds}: {}",
+                    workload.label(),
+                    round + 1,
+                    tracer.label()
+                );
+                let child = tracer.start(&loupe, &out_dir)?;
+                let rate = workload.run();
+                tracer.stop(child)?;
+                let rate = rate?;
+                println!("bench:   {rate:.0}/s");
+                rates[index].push(rate);
             }
-            ops[index].push(rate);
         }
+        report += &table(&workload.label(), &rates);
     }
-    let report = report(&ops, rounds, loops);
     println!("\n{report}");
     let path = out_dir.join("sched.md");
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
@@ -112,32 +236,11 @@ pub fn run(rounds: usize, loops: u32) -> Result<()> {
     Ok(())
 }
 
-/// Runs `perf bench sched pipe -l LOOPS` and reads its operations per second.
-fn pipe_ops_per_sec(loops: u32) -> Result<f64> {
-    let output = Command::new("perf")
-        .args(["bench", "sched", "pipe", "-l", &loops.to_string()])
-        .output()
-        .context("running perf bench sched pipe")?;
-    if !output.status.success() {
-        bail!("perf bench sched pipe failed: {}", output.status);
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .find(|l| l.trim_end().ends_with("ops/sec"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse::<f64>().ok())
-        .with_context(|| format!("no ops/sec in perf bench's output {text:?}"))
-}
-
-fn report(ops: &[Vec<f64>], rounds: usize, loops: u32) -> String {
-    let baseline = &ops[0];
-    let mut out = format!(
-        "Benchmark: `perf bench sched pipe -l {loops}` (2 context switches per op), medians of {rounds} \
-         interleaved rounds; cost: the median over rounds of 1 - ops/s against the same round's run \
-         with nothing traced.\n\n| tracing | ops/s | cost per op vs nothing |\n|---|---|---|\n"
-    );
-    for (tracer, runs) in TRACERS.iter().zip(ops) {
-        let rate = median(runs.clone());
+fn table(workload: &str, rates: &[Vec<f64>]) -> String {
+    let baseline = &rates[0];
+    let mut out =
+        format!("\n{workload}\n\n| tracing | throughput | cost vs nothing |\n|---|---|---|\n");
+    for (tracer, runs) in TRACERS.iter().zip(rates) {
         let cost = median(
             runs.iter()
                 .zip(baseline)
@@ -145,8 +248,9 @@ fn report(ops: &[Vec<f64>], rounds: usize, loops: u32) -> String {
                 .collect(),
         );
         out += &format!(
-            "| {} | {rate:.0} | {:+.1}% |\n",
+            "| {} | {:.0}/s | {:+.1}% |\n",
             tracer.label(),
+            median(runs.clone()),
             cost * 100.0
         );
     }

@@ -28,6 +28,7 @@ const APT_PACKAGES: &[&str] = &[
     "chromium",        // the web UI test (headless)
     "nodejs",          // the web UI test (playwright-core; npm installs it)
     "systemd",         // systemd-analyze: the deploy test verifies the shipped unit
+    "wrk",             // HTTP load for `cargo xtask bench sched`
 ];
 
 /// The LLVM packages bpf-linker builds against, for LLVM `major`.
