@@ -11,8 +11,8 @@ pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
-    #[error("loupe needs root (or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN): run it with sudo")]
-    NotPrivileged,
+    #[error("loupe needs root, or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN (+ CAP_DAC_READ_SEARCH while tracefs is root-only) ({}): run it with sudo", describe_missing(.0))]
+    NotPrivileged(Vec<&'static str>),
     #[error("loading loupe's eBPF programs failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("tracefs is not mounted at {TRACEFS} and mounting it failed ({0}); mount it with `mount -t tracefs tracefs {TRACEFS}`")]
@@ -31,27 +31,137 @@ pub enum BpfError {
     },
 }
 
+/// Linux capability numbers loupe uses (`linux/capability.h`).
+pub mod caps {
+    pub const DAC_READ_SEARCH: u32 = 2;
+    pub const SYS_PTRACE: u32 = 19;
+    pub const SYS_ADMIN: u32 = 21;
+    pub const SYSLOG: u32 = 34;
+    pub const PERFMON: u32 = 38;
+    pub const BPF: u32 = 39;
+}
+
+/// What loading and attaching loupe's programs needs, by name: `CAP_BPF` (programs and
+/// maps), `CAP_PERFMON` (perf events, tracing programs, reading kernel memory) and
+/// `CAP_SYS_ADMIN` (mounting tracefs; `/proc/PID/map_files` to open binaries in other
+/// mount namespaces).
+pub const REQUIRED_CAPS: [(u32, &str); 3] = [
+    (caps::BPF, "CAP_BPF"),
+    (caps::PERFMON, "CAP_PERFMON"),
+    (caps::SYS_ADMIN, "CAP_SYS_ADMIN"),
+];
+
+/// Needed, without root, to read tracefs (tracepoint ids and formats) where only root may
+/// (the kernel's default mode is 0700).
+pub const TRACEFS_CAP: (u32, &str) = (caps::DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH");
+
+/// Capabilities that name frames rather than let loupe run, with what is lost without them.
+pub const NAMING_CAPS: [(u32, &str, &str); 2] = [
+    (
+        caps::SYS_PTRACE,
+        "CAP_SYS_PTRACE",
+        "the processes of other users cannot be unwound or named (their /proc/PID/maps is closed)",
+    ),
+    (
+        caps::SYSLOG,
+        "CAP_SYSLOG",
+        "kernel frames are not named (/proc/kallsyms shows zero addresses)",
+    ),
+];
+
+fn describe_missing(missing: &[&str]) -> String {
+    if missing.is_empty() {
+        "the kernel refused them".into()
+    } else {
+        format!("missing: {}", missing.join(", "))
+    }
+}
+
+/// This process's effective capability set, as a bit mask.
+pub fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// The required capabilities this process lacks, by name (root has them all).
+pub fn missing_capabilities() -> Vec<&'static str> {
+    let effective = effective_capabilities().unwrap_or(0);
+    let has = |bit: u32| effective & (1u64 << bit) != 0;
+    let mut missing: Vec<&str> = REQUIRED_CAPS
+        .iter()
+        .filter(|(bit, _)| !has(*bit))
+        .map(|&(_, name)| name)
+        .collect();
+    let tracefs_readable = std::fs::read_dir(Path::new(TRACEFS).join("events")).is_ok();
+    if !tracefs_readable && !has(TRACEFS_CAP.0) && unsafe { libc::geteuid() } != 0 {
+        missing.push(TRACEFS_CAP.1);
+    }
+    missing
+}
+
+/// The naming capabilities this process lacks, each with what is lost without it.
+pub fn missing_naming_capabilities() -> Vec<(&'static str, &'static str)> {
+    let effective = effective_capabilities().unwrap_or(0);
+    NAMING_CAPS
+        .iter()
+        .filter(|(bit, _, _)| effective & (1u64 << bit) == 0)
+        .filter(|(bit, _, _)| *bit != caps::SYSLOG || !kallsyms_shows_addresses())
+        .map(|&(_, name, lost)| (name, lost))
+        .collect()
+}
+
+/// Whether `/proc/kallsyms` shows this process real addresses (kernel.kptr_restrict and
+/// perf_event_paranoid may allow it without CAP_SYSLOG).
+fn kallsyms_shows_addresses() -> bool {
+    use std::io::BufRead;
+    let Ok(file) = std::fs::File::open("/proc/kallsyms") else {
+        return false;
+    };
+    let mut first = String::new();
+    let _ = std::io::BufReader::new(file).read_line(&mut first);
+    first
+        .split_whitespace()
+        .next()
+        .and_then(|a| u64::from_str_radix(a, 16).ok())
+        .is_some_and(|a| a != 0)
+}
+
 /// Whether this process has what loading BPF programs needs.
 pub fn is_privileged() -> bool {
-    // Effective uid 0 carries every capability loupe uses; non-root capability sets are
-    // checked by the kernel itself, with an error we translate in `load`.
-    unsafe { libc::geteuid() == 0 }
+    missing_capabilities().is_empty()
 }
 
 /// Loads every program and map of the object (programs still need `load` + `attach`).
 pub fn load() -> Result<Ebpf, BpfError> {
-    if !is_privileged() {
-        return Err(BpfError::NotPrivileged);
+    let missing = missing_capabilities();
+    if !missing.is_empty() {
+        return Err(BpfError::NotPrivileged(missing));
+    }
+    for (name, lost) in missing_naming_capabilities() {
+        eprintln!("loupe: warning: without {name}, {lost}");
     }
     ensure_tracefs()?;
-    EbpfLoader::new().load(OBJECT).map_err(|e| match &e {
-        aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
-            if io_error.raw_os_error() == Some(libc::EPERM) =>
-        {
-            BpfError::NotPrivileged
-        }
-        _ => BpfError::Load(e),
-    })
+    // One stack-copy slot per CPU the kernel may ever run the probes on.
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| BpfError::Program {
+        what: format!("counting possible CPUs ({what})"),
+        source: aya::programs::ProgramError::IOError(e),
+    })?;
+    EbpfLoader::new()
+        .map_max_entries("STACK_SCRATCH", cpus as u32)
+        .map_max_entries("OFFCPU_SCRATCH", cpus as u32)
+        .load(OBJECT)
+        .map_err(|e| match &e {
+            aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EPERM) =>
+            {
+                BpfError::NotPrivileged(missing_capabilities())
+            }
+            _ => BpfError::Load(e),
+        })
 }
 
 /// Mounts tracefs when it is not mounted (fresh machines), saying so on stderr.

@@ -112,30 +112,27 @@ fn feature_check(
 }
 
 fn privileges() -> Check {
-    let caps = effective_capabilities();
-    let has = |bit: u32| caps.is_some_and(|c| c & (1u64 << bit) != 0);
-    // CAP_SYS_ADMIN 21, CAP_PERFMON 38, CAP_BPF 39.
-    let ok = bpf::is_privileged() || (has(39) && has(38) && has(21));
+    let missing = bpf::missing_capabilities();
+    let ok = missing.is_empty();
+    let naming = bpf::missing_naming_capabilities();
+    let detail = if !ok {
+        format!("missing {}: run loupe with sudo", missing.join(", "))
+    } else if naming.is_empty() {
+        "root or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN (+ CAP_DAC_READ_SEARCH for a root-only tracefs)".into()
+    } else {
+        let lost: Vec<String> = naming
+            .iter()
+            .map(|(name, lost)| format!("without {name}, {lost}"))
+            .collect();
+        format!("enough to profile; {}", lost.join("; "))
+    };
     Check {
         name: "root / capabilities",
         ok,
-        detail: if ok {
-            "root or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN".into()
-        } else {
-            "missing CAP_BPF / CAP_PERFMON / CAP_SYS_ADMIN: run loupe with sudo".into()
-        },
+        detail,
         disables: "everything (the kernel refuses BPF programs)",
         required_for_cpu: true,
     }
-}
-
-fn effective_capabilities() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))?
-        .trim();
-    u64::from_str_radix(hex, 16).ok()
 }
 
 fn btf() -> Check {
@@ -158,7 +155,7 @@ fn tracefs() -> Check {
     let result = if bpf::is_privileged() || was_mounted {
         bpf::ensure_tracefs().map(|_| ())
     } else {
-        Err(bpf::BpfError::NotPrivileged)
+        Err(bpf::BpfError::NotPrivileged(bpf::missing_capabilities()))
     };
     Check {
         name: "tracefs",

@@ -6,6 +6,7 @@
 
 mod aggregate;
 mod bpf;
+mod btf;
 mod check;
 mod cli;
 mod collectors;

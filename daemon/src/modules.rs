@@ -159,6 +159,8 @@ pub struct Module {
     got: Option<SectionRef>,
     /// Go's tables, when this is a Go binary we can read.
     pub go: Option<GoTable>,
+    /// Stated address of the ELF entry point (`_start`): the outermost frame of a process.
+    pub entry: u64,
     /// Names of the PLT stubs.
     pub plt: PltNames,
     /// Whether the file has a full symbol table (`.symtab`), not only dynamic symbols.
@@ -215,6 +217,7 @@ impl Module {
                     .map_or(s.size(), |r| r.uncompressed_size)
             })
             .fold(0u64, u64::saturating_add);
+        let entry = elf.entry();
         let (text, eh_frame, eh_frame_hdr, got) = (
             section(".text"),
             section(".eh_frame"),
@@ -258,6 +261,7 @@ impl Module {
             plt,
             has_symtab,
             dwarf_bytes,
+            entry,
         })
     }
 

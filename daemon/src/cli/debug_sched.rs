@@ -20,13 +20,14 @@ use crate::{
     bpf,
     collectors::{
         sched::{self, SchedCollector, SchedDrain, SchedOptions},
+        stacks,
         targets::{TargetSpec, Targets},
     },
     histogram::LatencyHistogram,
     process::{ProcessTable, UserAddress},
     profile::ProfileType,
     symbolize::Symbolizer,
-    unwind::{self, StackSnapshot},
+    unwind::StackSnapshot,
 };
 
 /// How often the retired generation is drained and the generations rotate.
@@ -139,22 +140,22 @@ impl State {
             };
             let key = event.header.key;
             let mut frames = kernel_frames(collector, &key);
-            let fp = collector
-                .stack(false, key.generation, key.user_stack_id)
-                .to_vec();
             let snapshot = StackSnapshot {
                 ip: event.header.regs.ip,
                 sp: event.header.regs.sp,
                 bp: event.header.regs.bp,
                 stack: event.stack,
+                region2: None,
+                region2_used: Default::default(),
             };
-            match self.processes.get(key.pid) {
-                Some(process) => {
-                    let addrs = unwind::unwind(process, &snapshot, &fp);
-                    frames.extend(user_frames(&addrs, |a| process.resolve(a)));
-                }
-                None => frames.extend(user_frames(&fp, UserAddress::unknown)),
-            }
+            let user = stacks::user_frames_of(
+                &mut self.processes,
+                key.pid,
+                key.tid,
+                &event.header.comm,
+                &snapshot,
+            );
+            frames.extend(user.frames);
             self.key_frames.insert(key, frames);
         }
     }

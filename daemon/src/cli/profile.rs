@@ -115,28 +115,29 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     Ok(outcome.exit_code)
 }
 
-/// Writes `profile` to the opened output file (and its path), or to stdout (`Top` as a
-/// table of `top` rows).
+/// Writes `profile` to the opened output file (and its path), or to stdout; `top` sets the
+/// rows of a `Top` table wherever it is written.
 pub(super) fn write_profile(
     profile: &crate::profile::Profile,
     format: Format,
     output: Option<(File, &Path)>,
     top: usize,
 ) -> anyhow::Result<()> {
+    let write = |out: &mut dyn Write| match format {
+        Format::Top => render::render_top(profile, top, out),
+        _ => render::render(profile, format, out),
+    };
     match output {
         Some((file, path)) => {
             let mut out = BufWriter::new(file);
-            render::render(profile, format, &mut out)?;
+            write(&mut out)?;
             out.flush()
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("loupe: wrote {}", path.display());
         }
         None => {
             let mut text = Vec::new();
-            match format {
-                Format::Top => render::render_top(profile, top, &mut text)?,
-                _ => render::render(profile, format, &mut text)?,
-            }
+            write(&mut text)?;
             super::write_stdout(|out| out.write_all(&text))?;
         }
     }

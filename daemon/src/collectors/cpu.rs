@@ -15,7 +15,7 @@ use aya::{
 };
 use loupe_ebpf::cpu::{
     counter, CpuConfig, SampleHeader, StackCount, StackCountKey, EVENT_STACK_SAMPLE,
-    STACK_COPY_BYTES, UNWIND_COPY, UNWIND_FRAME_POINTERS,
+    OFFSET_UNKNOWN, SAMPLE_NO_USER_STACK, STACK_COPY_BYTES, UNWIND_COPY, UNWIND_FRAME_POINTERS,
 };
 
 use super::take_map;
@@ -55,6 +55,8 @@ pub struct CpuCollector {
     user_stacks: [StackTraceMap<MapData>; 2],
     kernel_stacks: [StackTraceMap<MapData>; 2],
     counters: PerCpuArray<MapData, u64>,
+    /// Thread id -> second stack region to copy (see `SampleHeader::region2_addr`).
+    stack_hints: HashMap<MapData, u32, u64>,
     /// Frames by (kernel, epoch, id), read once per epoch: an epoch's ids are not reused
     /// until its maps are cleared, and the cache with them.
     stack_cache: StdHashMap<(bool, u32, i32), Vec<u64>>,
@@ -70,6 +72,14 @@ impl CpuCollector {
         frequency_hz: u64,
         unwind: UnwindMode,
     ) -> Result<CpuCollector, BpfError> {
+        // Without them, samples of exiting/exec'ing tasks count as failed copies.
+        let (task_mm, task_in_execve) = match crate::btf::kernel_task_layout() {
+            Ok(layout) => (layout.mm, layout.in_execve_bit),
+            Err(e) => {
+                log::warn!("{e}: samples of exiting tasks will count as drop_stack_copy");
+                (None, None)
+            }
+        };
         let config = CpuConfig {
             unwind: match unwind {
                 UnwindMode::Auto => UNWIND_COPY,
@@ -77,6 +87,8 @@ impl CpuCollector {
             },
             stack_copy_bytes: STACK_COPY_BYTES as u32,
             epoch: 0,
+            task_mm_offset: task_mm.unwrap_or(OFFSET_UNKNOWN),
+            task_in_execve_bit: task_in_execve.unwrap_or(OFFSET_UNKNOWN),
         };
         let mut config_map: Array<MapData, CpuConfig> = take_map(ebpf, "CPU_CONFIG")?;
         config_map
@@ -130,6 +142,7 @@ impl CpuCollector {
                 take_map(ebpf, "KERNEL_STACKS_1")?,
             ],
             counters: take_map(ebpf, "COUNTERS")?,
+            stack_hints: take_map(ebpf, "STACK_HINTS")?,
             stack_cache: StdHashMap::new(),
             stacks_evicted: 0,
         })
@@ -213,6 +226,15 @@ impl CpuCollector {
             })
     }
 
+    /// Asks for the stack memory at `addr` (and above) in the next samples of thread `tid`:
+    /// its unwinds need it (see `SampleHeader::region2_addr`). The map is LRU: the hints of
+    /// threads that are gone make room for new ones.
+    pub fn hint_stack_region(&mut self, tid: u32, addr: u64) {
+        if let Err(e) = self.stack_hints.insert(tid, addr, 0) {
+            log::debug!("stack hint for thread {tid}: {e}");
+        }
+    }
+
     /// Loss and sample counters, summed over CPUs, by name.
     pub fn counters(&self) -> Vec<(String, u64)> {
         let mut all = super::sum_per_cpu(&self.counters, &counter::NAMES);
@@ -265,24 +287,24 @@ impl CpuCollector {
     /// Unwinds a copied sample against its process's mappings into raw frames.
     fn on_copied_sample(&mut self, header: &SampleHeader, stack: &[u8], cx: &mut Context<'_>) {
         let mut frames = self.kernel_frames(header.epoch, header.kernel_stack_id);
-        let fp_frames = self
-            .stack(false, header.epoch, header.user_stack_id)
-            .to_vec();
-        let snapshot = StackSnapshot {
-            ip: header.regs.ip,
-            sp: header.regs.sp,
-            bp: header.regs.bp,
-            stack,
+        // A task with no user address space (exiting, or in execve): kernel frames only.
+        let comm = if header.flags & SAMPLE_NO_USER_STACK != 0 {
+            super::stacks::process_name(cx.processes, header.pid, &header.comm)
+        } else {
+            let snapshot = StackSnapshot::of_sample(header, stack);
+            let user = super::stacks::user_frames_of(
+                cx.processes,
+                header.pid,
+                header.tid,
+                &header.comm,
+                &snapshot,
+            );
+            if let Some(addr) = user.missing {
+                self.hint_stack_region(header.tid, addr & !0xfff);
+            }
+            frames.extend(user.frames);
+            user.comm
         };
-        let (user, comm) = super::stacks::user_frames_of(
-            cx.processes,
-            header.pid,
-            header.tid,
-            &header.comm,
-            &snapshot,
-            &fp_frames,
-        );
-        frames.extend(user);
         cx.store.profile(ProfileType::Cpu).add(
             header.pid,
             header.tid,

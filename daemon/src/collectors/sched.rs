@@ -18,8 +18,6 @@
 //! blocked for minutes still adds its time exactly, under a key whose stacks userspace
 //! resolved long ago (keep them by key: see [`SchedCollector::stack`]).
 
-mod btf;
-
 use std::collections::HashMap as StdHashMap;
 
 use aya::{
@@ -36,6 +34,7 @@ use super::take_map;
 use crate::{
     aggregate::RawFrame,
     bpf::BpfError,
+    btf::KERNEL_BTF,
     engine::{Collector, Context, Feature, FeatureKind, HistogramKey},
     profile::ProfileType,
     stat::{counter as stat_counter, RUNQUEUE_HISTOGRAM},
@@ -64,9 +63,6 @@ pub const FEATURES: [Feature; 3] = [
         used_for: "tracking threads from their first run, not their first switch-out",
     },
 ];
-
-/// Where the kernel's BTF is (the scheduling programs need it).
-pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// What to record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,9 +134,7 @@ impl SchedCollector {
     pub fn attach(ebpf: &mut Ebpf, options: SchedOptions) -> Result<SchedCollector, BpfError> {
         // Without the layout, new threads are tracked from their first switch-out: their
         // first run-queue wait and time slice are missed, nothing else.
-        let layout = std::fs::read(KERNEL_BTF)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| btf::task_layout(&bytes).map_err(|e| e.to_string()));
+        let layout = crate::btf::kernel_task_layout();
         let (task_pid_offset, task_tgid_offset) = match layout {
             Ok(layout) => (layout.pid, layout.tgid),
             Err(e) => {
@@ -159,7 +153,7 @@ impl SchedCollector {
             } else {
                 0
             },
-            stack_copy_bytes: loupe_ebpf::cpu::STACK_COPY_BYTES as u32,
+            stack_copy_bytes: loupe_ebpf::sched::OFFCPU_STACK_COPY_BYTES as u32,
             task_pid_offset,
             task_tgid_offset,
             _reserved: 0,
@@ -480,25 +474,23 @@ impl Collector for SchedEngineCollector {
         };
         let key = event.header.key;
         let mut frames = self.kernel_frames(key.generation, key.kernel_stack_id);
-        let fp_frames = self
-            .inner
-            .stack(false, key.generation, key.user_stack_id)
-            .to_vec();
         let snapshot = StackSnapshot {
             ip: event.header.regs.ip,
             sp: event.header.regs.sp,
             bp: event.header.regs.bp,
             stack: event.stack,
+            region2: None,
+            region2_used: Default::default(),
         };
-        let (user, comm) = super::stacks::user_frames_of(
+        let user = super::stacks::user_frames_of(
             cx.processes,
             key.pid,
             key.tid,
             &event.header.comm,
             &snapshot,
-            &fp_frames,
         );
-        frames.extend(user);
+        frames.extend(user.frames);
+        let comm = user.comm;
         self.resolved.insert(key, (frames, comm, self.tick));
     }
 

@@ -10,47 +10,64 @@ use crate::{
     unwind::{self, StackSnapshot},
 };
 
-/// The user frames of a copied stack of thread `tid` of `pid`, leaf first, and the name to
-/// file them under. `fp_frames` is the kernel's frame-pointer walk, used past the copy and
-/// when the process cannot be read.
+/// The frame that ends a user stack that could not be followed to its root: its callers
+/// are unknown, and never guessed (a frame-pointer walk invents them for code built
+/// without frame pointers).
+pub const TRUNCATED: &str = "[truncated]";
+
+/// A copied stack, unwound.
+pub struct CopiedStack {
+    /// User frames, leaf first, ending in [`TRUNCATED`] when the root was not reached.
+    pub frames: Vec<RawFrame>,
+    /// The name to file the stack under.
+    pub comm: String,
+    /// The stack address the unwind stopped at for want of its bytes, above the copy (see
+    /// `unwind::UserStack::missing`).
+    pub missing: Option<u64>,
+}
+
+/// The user frames of a copied stack of thread `tid` of `pid`, and the name to file them
+/// under.
 pub fn user_frames_of(
     processes: &mut ProcessTable,
     pid: u32,
     tid: u32,
     thread_comm: &[u8; COMM_LEN],
     snapshot: &StackSnapshot<'_>,
-    fp_frames: &[u64],
-) -> (Vec<RawFrame>, String) {
+) -> CopiedStack {
     let thread_name = comm_str(thread_comm);
     // The leader thread named otherwise than the process we loaded: a sample taken before
     // its exec (a fork child still running its parent's code), which the current mappings
     // would misname.
     let before_exec = tid == pid && !processes.named(pid, &thread_name);
-    let mut addrs = if before_exec {
-        None
-    } else {
-        processes
-            .get(pid)
-            .map(|process| unwind::unwind(process, snapshot, fp_frames))
+    let user = match before_exec {
+        true => None,
+        false => unwind::unwind_in(processes, pid, snapshot),
     };
-    // An address outside the known mappings: a library mapped since we read them.
-    if let Some(unwound) = &addrs {
-        if processes.refresh_for(pid, unwound) {
-            addrs = processes
-                .get(pid)
-                .map(|p| unwind::unwind(p, snapshot, fp_frames));
+    let (mut frames, truncated, missing) = match (user, processes.get(pid)) {
+        (Some(user), Some(process)) => (
+            user_frames(&user.frames, |a| process.resolve(a)),
+            user.truncated,
+            user.missing,
+        ),
+        _ => {
+            let leaf = unwind::leaf_only(snapshot.ip);
+            (user_frames(&leaf.frames, UserAddress::unknown), true, None)
         }
-    }
-    let frames = match (addrs, processes.get(pid)) {
-        (Some(addrs), Some(process)) => user_frames(&addrs, |a| process.resolve(a)),
-        _ => user_frames(fp_frames, UserAddress::unknown),
     };
+    if truncated {
+        frames.push(RawFrame::Synthetic(TRUNCATED));
+    }
     let comm = if before_exec {
         thread_name
     } else {
         process_name(processes, pid, thread_comm)
     };
-    (frames, comm)
+    CopiedStack {
+        frames,
+        comm,
+        missing,
+    }
 }
 
 /// The group leader's name when known (threads may be named otherwise), else the thread's.

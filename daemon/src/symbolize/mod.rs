@@ -5,6 +5,7 @@
 //! included), everything else through ELF symbols and DWARF (inline frames) via blazesym.
 //! A frame that cannot be named is shown as `module+0xoffset`, never dropped.
 
+pub mod functions;
 pub mod go;
 pub mod plt;
 
@@ -20,6 +21,8 @@ use crate::{
     modules::{sigbus, Module},
     profile::{Frame, FrameKind},
 };
+
+use functions::FunctionSymbols;
 
 pub const KERNEL_MODULE: &str = "[kernel]";
 
@@ -130,11 +133,26 @@ impl Symbolizer {
         let path = module.symbol_path();
         let mut source = Elf::new(&path);
         source.debug_syms = reads_dwarf(module);
-        let frames = {
+        let (mut frames, renamed) = {
             let blaze = self.blaze.borrow();
             let results = blaze.symbolize(&Source::Elf(source), Input::VirtOffset(svmas));
-            frames_or_unknown(results, svmas, &module.name, FrameKind::User, |a| a)
+            let renamed = non_function_picks(module, svmas, &results);
+            let frames = frames_or_unknown(results, svmas, &module.name, FrameKind::User, |a| a);
+            (frames, renamed)
         };
+        for (i, name) in renamed {
+            frames[i] = vec![match name {
+                Some(function) => Frame {
+                    function,
+                    module: module.name.clone(),
+                    file: None,
+                    line: None,
+                    inlined: false,
+                    kind: FrameKind::User,
+                },
+                None => unknown(&module.name, svmas[i], FrameKind::User),
+            }];
+        }
         // blazesym keeps every file's mapping, symbol tables and DWARF until evicted: over a
         // build that is every large library at once (librustc_driver, libLLVM), and over
         // weeks every binary ever seen. Callers pass all of a module's addresses in one
@@ -145,6 +163,40 @@ impl Symbolizer {
         }
         frames
     }
+}
+
+/// The addresses (by index) whose blazesym pick was no function, with the name of the
+/// function that holds them, if any (see `functions`). Sized symbols hold the address;
+/// only sizeless ones are guesses, so the file's own tables are read only for those, and
+/// only for this batch (like blazesym's, they are not kept).
+fn non_function_picks(
+    module: &Module,
+    svmas: &[u64],
+    results: &Result<Vec<Symbolized<'_>>, blazesym::Error>,
+) -> Vec<(usize, Option<String>)> {
+    let Ok(results) = results else {
+        return Vec::new();
+    };
+    let mut table: Option<FunctionSymbols> = None;
+    let mut renamed = Vec::new();
+    for (i, (result, &svma)) in results.iter().zip(svmas).enumerate() {
+        let Symbolized::Sym(sym) = result else {
+            continue;
+        };
+        if sym.size.is_some() {
+            continue;
+        }
+        let table = table.get_or_insert_with(|| FunctionSymbols::open(&module.symbol_path()));
+        if !table.starts_at(sym.addr) {
+            renamed.push((i, table.containing(svma).map(demangle)));
+        }
+    }
+    renamed
+}
+
+/// A symbol name as people read it (Rust's legacy and v0 manglings; others unchanged).
+fn demangle(name: &str) -> String {
+    format!("{:#}", rustc_demangle::demangle(name))
 }
 
 /// DWARF beyond this size is not read when the symbol table names every function: blazesym
@@ -235,4 +287,19 @@ fn frames_or_unknown(
             Symbolized::Unknown(_) => vec![unknown(module, offset_of(addr), kind)],
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    /// What `Symbolizer::elf` does with a sizeless non-function symbol blazesym picked:
+    /// the function containing the address, from the tables it checks against.
+    #[test]
+    fn demangles_fallback_names() {
+        assert_eq!(
+            demangle("_ZN4core3ptr13drop_in_place17h0123456789abcdefE"),
+            "core::ptr::drop_in_place"
+        );
+        assert_eq!(demangle("malloc"), "malloc");
+    }
 }

@@ -17,7 +17,7 @@ use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_get_current_task, bpf_ktime_get_ns},
+        generated::{bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     },
     macros::{btf_tracepoint, map},
     maps::{Array, HashMap, PerCpuArray, StackTrace},
@@ -27,9 +27,10 @@ use loupe_ebpf::{
     cpu::UserRegs,
     histogram::{latency_bucket, HIST_BUCKETS},
     sched::{
-        counter, OffCpuKey, OffCpuSample, OffCpuValue, RunqHistogram, SchedConfig,
+        counter, OffCpuHeader, OffCpuKey, OffCpuSample, OffCpuValue, RunqHistogram, SchedConfig,
         ThreadSchedStats, EVENT_OFFCPU_STACK, MAX_OFFCPU_KEYS, MAX_OFFCPU_STACK_TRACES,
-        MAX_RUNQ_HISTOGRAMS, MAX_THREADS, MAX_THREAD_STATS, SCHED_OFFCPU_STACKS, SCHED_RUNQ_STATS,
+        MAX_RUNQ_HISTOGRAMS, MAX_THREADS, MAX_THREAD_STATS, OFFCPU_STACK_COPY_BYTES,
+        SCHED_OFFCPU_STACKS, SCHED_RUNQ_STATS,
     },
     COMM_LEN,
 };
@@ -72,6 +73,12 @@ static THREAD_STATS_1: HashMap<u32, ThreadSchedStats> =
 static RUNQ_HIST_0: HashMap<u32, RunqHistogram> = HashMap::with_max_entries(MAX_RUNQ_HISTOGRAMS, 0);
 #[map(name = "RUNQ_HIST_1")]
 static RUNQ_HIST_1: HashMap<u32, RunqHistogram> = HashMap::with_max_entries(MAX_RUNQ_HISTOGRAMS, 0);
+
+/// Where off-CPU stack copies are built, one slot per CPU (userspace sizes it to the
+/// possible CPUs), apart from the CPU sampler's: a copy is larger than the 512-byte BPF
+/// stack or a per-CPU array value may be.
+#[map(name = "OFFCPU_SCRATCH")]
+static OFFCPU_SCRATCH: Array<OffCpuSample> = Array::with_max_entries(1, 0);
 
 /// An all-zero histogram to insert from: one is too large for the 512-byte BPF stack.
 #[map(name = "RUNQ_HIST_ZERO")]
@@ -359,7 +366,7 @@ fn block_key(
     let regs = cpu::saved_user_regs();
     let kernel_stack_id = stack_id(ctx, generation, false);
     let (user_stack_id, user_ip, user_sp) = match &regs {
-        Some(regs) => (stack_id(ctx, generation, true), regs.ip, regs.sp),
+        Some((regs, _)) => (stack_id(ctx, generation, true), regs.ip, regs.sp),
         None => (NO_STACK, 0, 0),
     };
     let key = OffCpuKey {
@@ -384,33 +391,58 @@ fn block_key(
         increment(counter::DROP_OFFCPU_MAP_FULL);
         return Some(key);
     }
-    if let Some(regs) = regs {
-        send_stack_copy(config, &key, regs, &state.comm);
+    if let Some((regs, r14)) = regs {
+        send_stack_copy(config, &key, regs, r14, &state.comm);
     }
     Some(key)
 }
 
+/// Sends the user stack of a new key: built in this CPU's scratch slot with the CPU
+/// sampler's copy routine, up to the stack's end (or a goroutine's) and at most
+/// `config.stack_copy_bytes`; only the bytes copied go on the ring buffer.
 #[inline(always)]
-fn send_stack_copy(config: &SchedConfig, key: &OffCpuKey, regs: UserRegs, comm: &[u8; COMM_LEN]) {
-    let Some(mut entry) = targets::EVENTS.reserve::<OffCpuSample>(0) else {
+fn send_stack_copy(
+    config: &SchedConfig,
+    key: &OffCpuKey,
+    regs: UserRegs,
+    r14: u64,
+    comm: &[u8; COMM_LEN],
+) {
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(sample) = OFFCPU_SCRATCH.get_ptr_mut(cpu) else {
+        // Cannot happen when userspace sized the map; counted rather than silent.
         increment(counter::DROP_RINGBUF_FULL);
         return;
     };
-    let sample = entry.as_mut_ptr();
-    let stack_len =
-        unsafe { cpu::copy_user_stack(&mut (*sample).stack, regs.sp, config.stack_copy_bytes) };
+    let limit = config.stack_copy_bytes.min(OFFCPU_STACK_COPY_BYTES as u32);
+    let header = unsafe { &mut (*sample).header };
+    header.kind = EVENT_OFFCPU_STACK;
+    header.key = *key;
+    header.regs = regs;
+    header.comm = *comm;
+    let max = cpu::copy_limit(regs.sp, r14, limit, &mut header.stack_len);
+    let sp = unsafe { core::ptr::read_volatile(&header.regs.sp) };
+    let stack = unsafe { (*sample).stack.as_mut_ptr() };
+    let copied = unsafe { cpu::copy_user_stack::<OFFCPU_STACK_COPY_BYTES>(stack, 0, sp, max) };
+    header.stack_len = copied;
+    // Read back from the map: one loaded value, whose bound the check below proves for
+    // the ring-buffer output too (as the CPU sampler does).
+    let stack_len = unsafe { core::ptr::read_volatile(&header.stack_len) };
     if stack_len == 0 {
         increment(counter::DROP_STACK_COPY);
     }
-    unsafe {
-        let header = &mut (*sample).header;
-        header.kind = EVENT_OFFCPU_STACK;
-        header.stack_len = stack_len;
-        header.key = *key;
-        header.regs = regs;
-        header.comm = *comm;
+    let len = size_of::<OffCpuHeader>() + stack_len as usize;
+    if len > size_of::<OffCpuSample>() {
+        return;
     }
-    entry.submit(targets::sample_wakeup(key.pid));
+    let record = unsafe { core::slice::from_raw_parts(sample as *const u8, len) };
+    if targets::EVENTS
+        .output::<[u8]>(record, targets::sample_wakeup(key.pid))
+        .is_err()
+    {
+        increment(counter::DROP_RINGBUF_FULL);
+        return;
+    }
     increment(counter::OFFCPU_COPIES);
 }
 

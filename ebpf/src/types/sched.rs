@@ -18,7 +18,7 @@
 //! period after the kernel stopped writing it, so reading never races with an increment.
 
 use crate::{
-    cpu::{UserRegs, STACK_COPY_BYTES},
+    cpu::{UserRegs, STACK_COPY_PAGE},
     histogram::HIST_BUCKETS,
     COMM_LEN,
 };
@@ -33,6 +33,15 @@ pub const MAX_OFFCPU_STACK_TRACES: u32 = 8192;
 pub const MAX_THREAD_STATS: u32 = 32768;
 /// Processes with a run-queue histogram per generation map.
 pub const MAX_RUNQ_HISTOGRAMS: u32 = 1024;
+/// Most bytes of user stack copied per new off-CPU key. Less than a CPU sample's: a thread
+/// blocks in a system call made near its stack's top far more often than deep in
+/// recursion, and the copy is made under the scheduler's run-queue lock. Copies stop
+/// earlier at the stack's end (the end of its mapping, or a goroutine's `stack.hi`).
+pub const OFFCPU_STACK_COPY_BYTES: usize = 64 * 1024;
+const _: () = assert!(
+    OFFCPU_STACK_COPY_BYTES.is_power_of_two(),
+    "the copy masks offsets"
+);
 
 /// `SchedConfig::flags`: record off-CPU time by stack (keys, counts, stack copies).
 pub const SCHED_OFFCPU_STACKS: u32 = 1;
@@ -51,7 +60,7 @@ pub struct SchedConfig {
     pub generation: u32,
     /// [`SCHED_OFFCPU_STACKS`] | [`SCHED_RUNQ_STATS`]; 0 disables everything.
     pub flags: u32,
-    /// Bytes of user stack copied per new off-CPU key, at most [`STACK_COPY_BYTES`].
+    /// Bytes of user stack copied per new off-CPU key, at most [`OFFCPU_STACK_COPY_BYTES`].
     pub stack_copy_bytes: u32,
     /// Byte offsets of `task_struct.pid` and `.tgid` (from the kernel's BTF), to track new
     /// threads from `sched_wakeup_new` on; 0: unknown, new threads are tracked from their
@@ -129,7 +138,7 @@ impl Default for RunqHistogram {
 pub struct OffCpuHeader {
     /// Always [`EVENT_OFFCPU_STACK`].
     pub kind: u32,
-    /// Valid bytes in `OffCpuSample::stack`, from `key.user_sp` up; 0 when the copy failed.
+    /// Valid bytes of stack after the header, from `key.user_sp` up; 0 when the copy failed.
     pub stack_len: u32,
     pub key: OffCpuKey,
     /// `regs.ip`/`sp` equal `key.user_ip`/`user_sp`; `bp` seeds frame-pointer unwinding.
@@ -137,12 +146,15 @@ pub struct OffCpuHeader {
     pub comm: [u8; COMM_LEN],
 }
 
-/// The user stack of a new off-CPU key, sent once per key.
+/// The user stack of a new off-CPU key, sent once per key, as built in the per-CPU scratch
+/// map. On the ring buffer it is only `header` plus `header.stack_len` bytes of `stack`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct OffCpuSample {
     pub header: OffCpuHeader,
-    pub stack: [u8; STACK_COPY_BYTES],
+    /// One page of slack past [`OFFCPU_STACK_COPY_BYTES`] lets the verifier bound page-sized
+    /// reads.
+    pub stack: [u8; OFFCPU_STACK_COPY_BYTES + STACK_COPY_PAGE],
 }
 
 /// Indices of the per-CPU `SCHED_COUNTERS` array: what was recorded, and every loss.

@@ -1,18 +1,31 @@
-//! Where `task_struct` keeps a task's pid and tgid on this kernel, from its BTF
-//! (`/sys/kernel/btf/vmlinux`). The layout changes with kernel version and configuration,
-//! so it is read, never assumed; aya's BTF parser does not expose member lookups.
+//! Where `task_struct` keeps the few fields loupe's probes read by address, on this kernel,
+//! from its BTF (`/sys/kernel/btf/vmlinux`): the layout changes with kernel version and
+//! configuration, so it is read, never assumed; aya's BTF parser does not expose member
+//! lookups. The scheduling probes read a new task's pid and tgid; the CPU sampler reads
+//! `mm` and `in_execve` to tell tasks without user memory (exit, execve).
 
 use std::collections::HashMap;
 
-/// Byte offsets of `task_struct.pid` (the thread id) and `task_struct.tgid`.
+/// Where the kernel's BTF is.
+pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Offsets in `task_struct`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskLayout {
+    /// Byte offset of `pid` (the thread id).
     pub pid: u32,
+    /// Byte offset of `tgid`.
     pub tgid: u32,
+    /// Byte offset of `mm` (NULL once a task is past `exit_mm`).
+    pub mm: Option<u32>,
+    /// Bit offset of the `in_execve` bitfield (kernels before 6.8 have it).
+    pub in_execve_bit: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TaskLayoutError {
+    #[error("cannot read {KERNEL_BTF}: {0}")]
+    Read(String),
     #[error("kernel BTF is malformed: {0}")]
     Malformed(&'static str),
     #[error("kernel BTF has no struct task_struct")]
@@ -33,6 +46,12 @@ const KIND_DATASEC: u32 = 15;
 const KIND_DECL_TAG: u32 = 17;
 const KIND_ENUM64: u32 = 19;
 
+/// The running kernel's layout.
+pub fn kernel_task_layout() -> Result<TaskLayout, TaskLayoutError> {
+    let bytes = std::fs::read(KERNEL_BTF).map_err(|e| TaskLayoutError::Read(e.to_string()))?;
+    task_layout(&bytes)
+}
+
 /// Reads the layout from raw BTF (little- or big-endian as the header says).
 pub fn task_layout(btf: &[u8]) -> Result<TaskLayout, TaskLayoutError> {
     let types = Types::parse(btf)?;
@@ -43,14 +62,14 @@ pub fn task_layout(btf: &[u8]) -> Result<TaskLayout, TaskLayoutError> {
             t.kind == KIND_STRUCT && t.vlen > 0 && types.name(t.name_off) == Some("task_struct")
         })
         .ok_or(TaskLayoutError::NoTaskStruct)?;
-    let find = |name: &'static str| {
-        types
-            .member_offset(task, name, 0)
-            .ok_or(TaskLayoutError::NoMember(name))
-    };
+    let bits = |name: &str| types.member_bits(task, name, 0);
+    let bytes = |name: &str| bits(name).filter(|b| b.is_multiple_of(8)).map(|b| b / 8);
+    let required = |name: &'static str| bytes(name).ok_or(TaskLayoutError::NoMember(name));
     Ok(TaskLayout {
-        pid: find("pid")?,
-        tgid: find("tgid")?,
+        pid: required("pid")?,
+        tgid: required("tgid")?,
+        mm: bytes("mm"),
+        in_execve_bit: bits("in_execve"),
     })
 }
 
@@ -150,9 +169,9 @@ impl<'a> Types<'a> {
         std::str::from_utf8(&rest[..end]).ok()
     }
 
-    /// Byte offset of member `name` of struct/union `index`, looking into anonymous
-    /// struct and union members (randomized or grouped layouts put fields there).
-    fn member_offset(&self, index: usize, name: &str, depth: u32) -> Option<u32> {
+    /// Bit offset of member `name` of struct/union `index`, looking into anonymous struct
+    /// and union members (randomized or grouped layouts put fields there).
+    fn member_bits(&self, index: usize, name: &str, depth: u32) -> Option<u32> {
         let t = self.by_id.get(index)?;
         if !matches!(t.kind, KIND_STRUCT | KIND_UNION) || depth > 8 {
             return None;
@@ -162,6 +181,7 @@ impl<'a> Types<'a> {
             let m = t.data + 12 * i;
             let (name_off, type_id, offset) =
                 (self.u32_at(m)?, self.u32_at(m + 4)?, self.u32_at(m + 8)?);
+            // With the kind flag, the top 8 bits hold a bitfield's size.
             let bits = if t.kind_flag {
                 offset & 0xff_ffff
             } else {
@@ -170,12 +190,12 @@ impl<'a> Types<'a> {
             if name_off == 0 {
                 anonymous.insert(type_id, bits);
             } else if self.name(name_off) == Some(name) {
-                return (bits % 8 == 0).then_some(bits / 8);
+                return Some(bits);
             }
         }
         anonymous.into_iter().find_map(|(type_id, bits)| {
-            let inner = self.member_offset(type_id.checked_sub(1)? as usize, name, depth + 1)?;
-            Some(bits / 8 + inner)
+            let inner = self.member_bits(type_id.checked_sub(1)? as usize, name, depth + 1)?;
+            Some(bits + inner)
         })
     }
 }
@@ -185,9 +205,11 @@ mod tests {
     use super::*;
 
     /// A BTF blob: `int`, and `struct task_struct { long state; int pid;
-    /// union { int tgid; long other; }; }` with tgid at 16 through the anonymous union.
+    /// union { int tgid; long other; }; long mm; int :3, in_execve:1; }` with tgid at 16
+    /// through the anonymous union, and bitfields (the kind flag: sizes in the top 8 bits).
     fn sample_btf() -> Vec<u8> {
-        let strings = b"\0int\0task_struct\0state\0pid\0tgid\0other\0long\0".to_vec();
+        let strings =
+            b"\0int\0task_struct\0state\0pid\0tgid\0other\0long\0mm\0in_execve\0".to_vec();
         let off = |s: &str| {
             let needle = [s.as_bytes(), b"\0"].concat();
             strings
@@ -203,9 +225,11 @@ mod tests {
         // [3] the anonymous union.
         types.extend([0, KIND_UNION << 24 | 2, 8]);
         types.extend([off("tgid"), 1, 0, off("other"), 2, 0]);
-        // [4] task_struct: state at 0, pid at 8 bytes, the union at 16 bytes.
-        types.extend([off("task_struct"), KIND_STRUCT << 24 | 3, 24]);
+        // [4] task_struct: state at 0, pid at 8 bytes, the union at 16 bytes, mm at 24,
+        // in_execve one bit at bit 259.
+        types.extend([off("task_struct"), 1 << 31 | KIND_STRUCT << 24 | 5, 40]);
         types.extend([off("state"), 2, 0, off("pid"), 1, 64, 0, 3, 128]);
+        types.extend([off("mm"), 2, 192, off("in_execve"), 1, 1 << 24 | 259]);
         let type_bytes: Vec<u8> = types.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mut btf = Vec::new();
         btf.extend(MAGIC.to_le_bytes());
@@ -224,7 +248,12 @@ mod tests {
     fn finds_members_directly_and_inside_anonymous_unions() {
         assert_eq!(
             task_layout(&sample_btf()),
-            Ok(TaskLayout { pid: 8, tgid: 16 })
+            Ok(TaskLayout {
+                pid: 8,
+                tgid: 16,
+                mm: Some(24),
+                in_execve_bit: Some(259)
+            })
         );
     }
 
@@ -257,13 +286,15 @@ mod tests {
     }
 
     /// The running kernel's BTF (world-readable): pid and tgid are adjacent `pid_t`s in
-    /// every kernel since 2.6.
+    /// every kernel since 2.6, and every task has an `mm` pointer.
     #[test]
     fn reads_the_running_kernels_task_struct() {
-        let btf = std::fs::read("/sys/kernel/btf/vmlinux")
+        let layout = kernel_task_layout()
             .expect("kernel BTF (/sys/kernel/btf/vmlinux) is required by loupe's tests");
-        let layout = task_layout(&btf).expect("task_struct layout");
         assert_eq!(layout.tgid, layout.pid + 4, "{layout:?}");
         assert!(layout.pid > 0);
+        // `mm` is a pointer: 8-byte aligned, and not the struct's first member (state is).
+        let mm = layout.mm.expect("task_struct.mm");
+        assert!(mm > 0 && mm.is_multiple_of(8), "{layout:?}");
     }
 }
