@@ -287,34 +287,8 @@ pub fn render_table(
     if report.processes.iter().any(|p| p.exited) {
         writeln!(out, "* exited during the window: figures until its exit")?;
     }
-    if let Some(g) = report.goroutines.as_ref().and_then(|g| g.census.as_ref()) {
-        let counts = |map: &BTreeMap<String, u64>| {
-            let mut v: Vec<_> = map.iter().collect();
-            v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-            v.iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        writeln!(out, "goroutines: {} live ({})", g.live, counts(&g.by_state))?;
-        if !g.by_wait_reason.is_empty() {
-            writeln!(out, "  waiting on: {}", counts(&g.by_wait_reason))?;
-        }
-    }
     if let Some(g) = &report.goroutines {
-        if let (Some(created), Some(exited)) = (g.created, g.exited) {
-            writeln!(out, "goroutines: {created} created, {exited} exited")?;
-        }
-        if let Some(l) = &g.sched_latency {
-            writeln!(
-                out,
-                "  scheduling latency (runnable to running): {} waits, mean {}, p50 {}, p99 {}",
-                l.count,
-                t(l.mean_ns),
-                t(l.p50_ns),
-                t(l.p99_ns)
-            )?;
-        }
+        render_goroutines(g, out)?;
     }
     let lost: Vec<String> = report
         .drops
@@ -324,6 +298,44 @@ pub fn render_table(
         .collect();
     if !lost.is_empty() {
         writeln!(out, "losses: {}", lost.join(", "))?;
+    }
+    Ok(())
+}
+
+fn render_goroutines(g: &GoroutineStat, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use crate::profile::format_nanos as t;
+    match &g.census {
+        Some(c) => {
+            let counts = |map: &BTreeMap<String, u64>| {
+                let mut v: Vec<_> = map.iter().collect();
+                v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                v.iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            writeln!(out, "goroutines: {} live ({})", c.live, counts(&c.by_state))?;
+            if !c.by_wait_reason.is_empty() {
+                writeln!(out, "  waiting on: {}", counts(&c.by_wait_reason))?;
+            }
+        }
+        None => writeln!(out, "goroutines:")?,
+    }
+    if let (Some(created), Some(exited)) = (g.created, g.exited) {
+        writeln!(
+            out,
+            "  during the window: {created} created, {exited} exited"
+        )?;
+    }
+    if let Some(l) = &g.sched_latency {
+        writeln!(
+            out,
+            "  scheduling latency (runnable to running): {} waits, mean {}, p50 {}, p99 {}",
+            l.count,
+            t(l.mean_ns),
+            t(l.p50_ns),
+            t(l.p99_ns)
+        )?;
     }
     Ok(())
 }
@@ -364,5 +376,43 @@ mod tests {
         render_table(&r, 10, &mut text).expect("table");
         let text = String::from_utf8_lossy(&text);
         assert!(text.contains("20*"), "{text}");
+    }
+
+    #[test]
+    fn goroutine_events_of_the_subject_fill_the_goroutines_section() {
+        let mut store = Store::default();
+        store.add_thread_counter(10, 10, "app", counter::ONCPU_NS, 100);
+        store.add_process_counter(10, goroutine_events::CREATED, 7);
+        store.add_process_counter(10, goroutine_events::CREATED, 3);
+        store.add_process_counter(10, goroutine_events::EXITED, 9);
+        let latency = HistogramKey {
+            name: goroutine_events::SCHED_LATENCY_HISTOGRAM,
+            pid: 10,
+        };
+        for ns in [1_000, 2_000, 3_000, 100_000] {
+            store.histogram(latency).record(ns);
+        }
+        let window = store.take_window(HashMap::new(), Vec::new());
+        let g = report(&window, Some(10), "pid 10")
+            .goroutines
+            .expect("events were traced");
+        assert_eq!((g.created, g.exited), (Some(10), Some(9)));
+        let l = g.sched_latency.clone().expect("latency");
+        assert_eq!((l.count, l.mean_ns), (4, 26_500));
+        assert!(l.p50_ns >= 2_000 && l.p50_ns < 2_300, "{l:?}");
+        assert!(l.p99_ns >= 100_000, "{l:?}");
+        // Without a census, the section has no census keys.
+        let json = serde_json::to_value(&g).expect("json");
+        assert!(
+            json.get("live").is_none() && json["created"] == 10,
+            "{json}"
+        );
+        let mut text = Vec::new();
+        render_goroutines(&g, &mut text).expect("table");
+        let text = String::from_utf8_lossy(&text);
+        assert!(text.contains("10 created, 9 exited"), "{text}");
+        // Another process, or a window without events: no section.
+        assert!(report(&window, Some(11), "pid 11").goroutines.is_none());
+        assert!(GoroutineStat::events(&window, 11).is_none());
     }
 }

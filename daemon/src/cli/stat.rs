@@ -103,7 +103,17 @@ fn goroutine_events(spec: &TargetSpec) -> anyhow::Result<Capability> {
     let mut targets = Vec::new();
     for &pid in pids {
         match crate::goroutines::probes::probe_points(pid) {
-            Ok(points) => targets.push((pid, points)),
+            Ok(points) => {
+                if points.single_stepped {
+                    eprintln!(
+                        "loupe: warning: process {pid} ({}): the kernel single-steps its probed \
+                         instruction, each goroutine state change costs about 10x more than \
+                         with Go 1.21+ (see the README)",
+                        points.go_version
+                    );
+                }
+                targets.push((pid, points))
+            }
             Err(e) if pids.len() == 1 => {
                 return Err(anyhow::Error::new(e).context("--goroutine-events"))
             }

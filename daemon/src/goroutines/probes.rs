@@ -22,6 +22,10 @@ pub struct ProbePoints {
     pub go_version: String,
     /// File offset of the first instruction of `runtime.casgstatus`.
     pub casgstatus: u64,
+    /// Whether that instruction is one the kernel must single-step out of line rather than
+    /// emulate (it emulates `push rbp`, how Go 1.21+ functions start; Go 1.19's
+    /// `casgstatus` starts with `sub rsp`): every probe hit then costs several times more.
+    pub single_stepped: bool,
 }
 
 /// The probe points of process `pid`, or why it cannot be probed.
@@ -57,8 +61,12 @@ pub fn probe_points(pid: u32) -> Result<ProbePoints, GoroutineError> {
         exe: PathBuf::from(format!("/proc/{pid}/exe")),
         go_version: binary.version.clone(),
         casgstatus,
+        single_stepped: code.first() != Some(&PUSH_RBP),
     })
 }
+
+/// `push rbp`, which x86 uprobes emulate without leaving the trap handler.
+const PUSH_RBP: u8 = 0x55;
 
 /// Whether code starts with the amd64 stack-bound check (`cmp rsp, [r14+16]`, or for
 /// large frames `lea r12, [rsp-N]`) that `//go:nosplit` functions lack.
