@@ -74,41 +74,18 @@ fn next_json(lines: &mut impl Iterator<Item = std::io::Result<String>>, what: &s
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what} is not JSON ({e}): {line}"))
 }
 
-/// Starts `loupe stat --pid P --json` with `extra` arguments, once its probes are attached;
-/// returns it with a thread collecting the rest of its stderr.
-fn start_stat(pid: u32, extra: &[&str]) -> (Child, JoinHandle<String>) {
+/// Starts `loupe stat --pid P -o report` with `extra` arguments, once its probes are
+/// attached; returns it with a thread collecting the rest of its stderr.
+fn start_stat(pid: u32, report: &Path, extra: &[&str]) -> (Child, JoinHandle<String>) {
     let pid = pid.to_string();
-    let mut args = vec!["stat", "--pid", &pid, "--json", "--duration", "60s"];
+    let report = report.to_str().expect("utf-8 path");
+    let mut args = vec!["stat", "--pid", &pid, "-o", report, "--duration", "60s"];
     args.extend_from_slice(extra);
-    let mut child = Command::new(loupe_bin())
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start loupe");
-    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-    let mut seen = String::new();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.starts_with("loupe: tracing") => break,
-            Some(Ok(line)) => seen += &(line + "\n"),
-            _ => {
-                let status = child.wait().expect("wait for loupe");
-                panic!("loupe {args:?} ended before tracing ({status}):\n{seen}");
-            }
-        }
-    }
-    let rest = std::thread::spawn(move || {
-        lines
-            .map_while(Result::ok)
-            .map(|l| l + "\n")
-            .collect::<String>()
-    });
-    (child, rest)
+    spawn_loupe_announcing(&args, "loupe: tracing")
 }
 
 /// Ends loupe as Ctrl-C would and returns its JSON report.
-fn stop_stat(child: Child, stderr: JoinHandle<String>) -> Value {
+fn stop_stat(child: Child, stderr: JoinHandle<String>, report: &Path) -> Value {
     // SAFETY: plain syscall on the pid of a child we have not reaped.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let output = child.wait_with_output().expect("wait for loupe");
@@ -118,12 +95,9 @@ fn stop_stat(child: Child, stderr: JoinHandle<String>) -> Value {
         "loupe stat failed: {}\n{stderr}",
         output.status
     );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "loupe's report is not JSON ({e}): {}\n{stderr}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    let text = std::fs::read_to_string(report).unwrap_or_default();
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("loupe's report is not JSON ({e}): {text}\n{stderr}"))
 }
 
 /// Closes the fixture's stdin and checks it ended as it does untraced: "bye", exit 0.
@@ -143,14 +117,16 @@ fn finish_fixture(fixture: Fixture) {
 
 /// One traced window of `binary`: (the fixture's report, loupe's goroutines section).
 fn traced_window(binary: &Path) -> (Value, Value) {
+    let dir = temp_dir();
+    let report = dir.path().join("stat.json");
     let mut fixture = start_fixture(binary, "window");
-    let (loupe, stderr) = start_stat(fixture.pid, &["--goroutine-events"]);
+    let (loupe, stderr) = start_stat(fixture.pid, &report, &["--goroutine-events"]);
     writeln!(fixture.stdin, "start").expect("start the window");
     let truth = next_json(&mut fixture.lines, "its window report");
     // The last goroutines end microseconds after the fixture's report (they signalled
     // their end first): leave them time on a busy host.
     std::thread::sleep(Duration::from_millis(300));
-    let report = stop_stat(loupe, stderr);
+    let report = stop_stat(loupe, stderr, &report);
     finish_fixture(fixture);
     (truth, report["goroutines"].clone())
 }
