@@ -20,7 +20,13 @@
 //!   "goroutines": {              // only when the process is a Go program: a census at the
 //!     "live": 958,               // end of the window; live = runtime.NumGoroutine()
 //!     "by_state": {"waiting": 950, "syscall": 2, "running": 1},   // the runtime's names
-//!     "by_wait_reason": {"chan receive": 400, "select": 200}      // its wait reasons
+//!     "by_wait_reason": {"chan receive": 400, "select": 200},     // its wait reasons
+//!     // with --goroutine-events only (uprobes on the runtime), over the window:
+//!     "created": 5000, "exited": 4990,   // goroutines started (`go` statements) and ended
+//!     "sched_latency": {         // runnable -> running waits, every one (the runtime's
+//!       "count": 80000,          // /sched/latencies:seconds samples 1 in 8)
+//!       "mean_ns": 350000, "p50_ns": 200000, "p99_ns": 2000000
+//!     }
 //!   },
 //!   "processes": [               // one entry per process, largest on-CPU time first,
 //!     {"pid": 1234, "comm": "app", "exited": false, "sched": {...}}   // same keys
@@ -34,6 +40,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::{
+    collectors::goroutines as goroutine_events,
     engine::{HistogramKey, Window},
     histogram::LatencyHistogram,
 };
@@ -80,6 +87,57 @@ impl SchedStat {
     }
 }
 
+/// The `goroutines` section: a census at the end of the window (see
+/// `crate::goroutines::report`) and, with goroutine events, what happened during it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GoroutineStat {
+    #[serde(flatten)]
+    pub census: Option<crate::goroutines::report::Counts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exited: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sched_latency: Option<SchedLatency>,
+}
+
+/// Runnable-to-running latency of goroutines.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SchedLatency {
+    pub count: u64,
+    pub mean_ns: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+}
+
+impl GoroutineStat {
+    /// The event figures of `pid` in `window`, if goroutine events traced it.
+    pub fn events(window: &Window, pid: u32) -> Option<GoroutineStat> {
+        let histogram = window.histograms.get(&HistogramKey {
+            name: goroutine_events::SCHED_LATENCY_HISTOGRAM,
+            pid,
+        })?;
+        let counter = |name| {
+            window
+                .process_counters
+                .get(&(pid, name))
+                .copied()
+                .unwrap_or(0)
+        };
+        Some(GoroutineStat {
+            census: None,
+            created: Some(counter(goroutine_events::CREATED)),
+            exited: Some(counter(goroutine_events::EXITED)),
+            sched_latency: Some(SchedLatency {
+                count: histogram.count,
+                mean_ns: histogram.mean_ns(),
+                p50_ns: histogram.quantile(0.5),
+                p99_ns: histogram.quantile(0.99),
+            }),
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ProcessStat {
     pub pid: u32,
@@ -96,9 +154,9 @@ pub struct StatReport {
     pub duration_ns: u64,
     pub exited: bool,
     pub sched: SchedStat,
-    /// The subject's goroutines, when it is a Go program (see `crate::goroutines::report`).
+    /// The subject's goroutines, when it is a Go program.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub goroutines: Option<crate::goroutines::report::Counts>,
+    pub goroutines: Option<GoroutineStat>,
     pub processes: Vec<ProcessStat>,
     pub drops: BTreeMap<String, u64>,
 }
@@ -163,7 +221,7 @@ pub fn report(window: &Window, subject: Option<u32>, description: &str) -> StatR
         duration_ns: u64::try_from(window.duration.as_nanos()).unwrap_or(u64::MAX),
         exited: subject.is_some_and(|pid| window.exited.contains(&pid)),
         sched: SchedStat::from_counters(&all_counters, &all_histogram),
-        goroutines: None,
+        goroutines: subject.and_then(|pid| GoroutineStat::events(window, pid)),
         processes,
         drops: window.drops().into_iter().collect(),
     }
@@ -230,18 +288,7 @@ pub fn render_table(
         writeln!(out, "* exited during the window: figures until its exit")?;
     }
     if let Some(g) = &report.goroutines {
-        let counts = |map: &BTreeMap<String, u64>| {
-            let mut v: Vec<_> = map.iter().collect();
-            v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-            v.iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        writeln!(out, "goroutines: {} live ({})", g.live, counts(&g.by_state))?;
-        if !g.by_wait_reason.is_empty() {
-            writeln!(out, "  waiting on: {}", counts(&g.by_wait_reason))?;
-        }
+        render_goroutines(g, out)?;
     }
     let lost: Vec<String> = report
         .drops
@@ -251,6 +298,44 @@ pub fn render_table(
         .collect();
     if !lost.is_empty() {
         writeln!(out, "losses: {}", lost.join(", "))?;
+    }
+    Ok(())
+}
+
+fn render_goroutines(g: &GoroutineStat, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use crate::profile::format_nanos as t;
+    match &g.census {
+        Some(c) => {
+            let counts = |map: &BTreeMap<String, u64>| {
+                let mut v: Vec<_> = map.iter().collect();
+                v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                v.iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            writeln!(out, "goroutines: {} live ({})", c.live, counts(&c.by_state))?;
+            if !c.by_wait_reason.is_empty() {
+                writeln!(out, "  waiting on: {}", counts(&c.by_wait_reason))?;
+            }
+        }
+        None => writeln!(out, "goroutines:")?,
+    }
+    if let (Some(created), Some(exited)) = (g.created, g.exited) {
+        writeln!(
+            out,
+            "  during the window: {created} created, {exited} exited"
+        )?;
+    }
+    if let Some(l) = &g.sched_latency {
+        writeln!(
+            out,
+            "  scheduling latency (runnable to running): {} waits, mean {}, p50 {}, p99 {}",
+            l.count,
+            t(l.mean_ns),
+            t(l.p50_ns),
+            t(l.p99_ns)
+        )?;
     }
     Ok(())
 }
@@ -291,5 +376,43 @@ mod tests {
         render_table(&r, 10, &mut text).expect("table");
         let text = String::from_utf8_lossy(&text);
         assert!(text.contains("20*"), "{text}");
+    }
+
+    #[test]
+    fn goroutine_events_of_the_subject_fill_the_goroutines_section() {
+        let mut store = Store::default();
+        store.add_thread_counter(10, 10, "app", counter::ONCPU_NS, 100);
+        store.add_process_counter(10, goroutine_events::CREATED, 7);
+        store.add_process_counter(10, goroutine_events::CREATED, 3);
+        store.add_process_counter(10, goroutine_events::EXITED, 9);
+        let latency = HistogramKey {
+            name: goroutine_events::SCHED_LATENCY_HISTOGRAM,
+            pid: 10,
+        };
+        for ns in [1_000, 2_000, 3_000, 100_000] {
+            store.histogram(latency).record(ns);
+        }
+        let window = store.take_window(HashMap::new(), Vec::new());
+        let g = report(&window, Some(10), "pid 10")
+            .goroutines
+            .expect("events were traced");
+        assert_eq!((g.created, g.exited), (Some(10), Some(9)));
+        let l = g.sched_latency.clone().expect("latency");
+        assert_eq!((l.count, l.mean_ns), (4, 26_500));
+        assert!(l.p50_ns >= 2_000 && l.p50_ns < 2_300, "{l:?}");
+        assert!(l.p99_ns >= 100_000, "{l:?}");
+        // Without a census, the section has no census keys.
+        let json = serde_json::to_value(&g).expect("json");
+        assert!(
+            json.get("live").is_none() && json["created"] == 10,
+            "{json}"
+        );
+        let mut text = Vec::new();
+        render_goroutines(&g, &mut text).expect("table");
+        let text = String::from_utf8_lossy(&text);
+        assert!(text.contains("10 created, 9 exited"), "{text}");
+        // Another process, or a window without events: no section.
+        assert!(report(&window, Some(11), "pid 11").goroutines.is_none());
+        assert!(GoroutineStat::events(&window, 11).is_none());
     }
 }

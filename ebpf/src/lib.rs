@@ -6,6 +6,8 @@
 
 #[path = "types/cpu.rs"]
 pub mod cpu;
+#[path = "types/goroutines.rs"]
+pub mod goroutines;
 #[path = "types/histogram.rs"]
 pub mod histogram;
 #[path = "types/sched.rs"]

@@ -10,6 +10,8 @@
 mod counters;
 #[path = "probes/cpu.rs"]
 mod cpu;
+#[path = "probes/goroutines.rs"]
+mod goroutines;
 #[path = "probes/sched.rs"]
 mod sched;
 #[path = "probes/targets.rs"]

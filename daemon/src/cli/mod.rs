@@ -142,6 +142,11 @@ pub struct StatArgs {
     /// Processes shown in the table.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+    /// Also trace goroutine events of the --pid Go processes (uprobes on their runtime):
+    /// goroutines created and exited, and scheduling latency. Costs the traced program time
+    /// at every goroutine switch (see the README).
+    #[arg(long)]
+    pub goroutine_events: bool,
     /// The command to start and trace, with its descendants: `loupe stat -- make -j2`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<std::ffi::OsString>,

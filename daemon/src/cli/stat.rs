@@ -2,7 +2,7 @@
 
 use std::{fs::File, io::Write, process::ExitCode, time::Duration};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 
 use super::StatArgs;
 use crate::{
@@ -37,19 +37,20 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
             None => "until it exits (Ctrl-C ends early)".to_string(),
         }
     );
+    let mut capabilities = vec![Capability::Sched {
+        offcpu_stacks: false,
+    }];
+    if args.goroutine_events {
+        capabilities.push(goroutine_events(&spec)?);
+    }
     let mut total: Option<Window> = None;
-    let outcome = super::session::collect(
-        &spec,
-        vec![Capability::Sched {
-            offcpu_stacks: false,
-        }],
-        duration,
-        &announce,
-        &mut |window| match &mut total {
-            Some(t) => t.absorb(window),
-            None => total = Some(window),
-        },
-    )?;
+    let outcome =
+        super::session::collect(&spec, capabilities, duration, &announce, &mut |window| {
+            match &mut total {
+                Some(t) => t.absorb(window),
+                None => total = Some(window),
+            }
+        })?;
     let window = total.context("the session ended without a window")?;
     let subject = match &spec {
         TargetSpec::Command(_) => outcome.command_pid,
@@ -59,7 +60,12 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
     let mut report = stat::report(&window, subject, &spec.describe());
     // A census at the end of the window, for a Go process still running.
     if let Some(pid) = subject.filter(|pid| !window.exited.contains(pid)) {
-        report.goroutines = super::goroutines::stat_section(pid);
+        if let Some(census) = super::goroutines::stat_section(pid) {
+            report
+                .goroutines
+                .get_or_insert_with(Default::default)
+                .census = Some(census);
+        }
     }
     let json = serde_json::to_string_pretty(&report)? + "\n";
     match output {
@@ -84,4 +90,38 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(outcome.exit_code)
+}
+
+/// The goroutine event capability over the `--pid` processes: each one's probe points, read
+/// from its executable now, so a process that cannot be probed is named before tracing.
+/// With several processes, those that are not Go programs (or cannot be probed) are skipped
+/// with a warning, and the others traced.
+fn goroutine_events(spec: &TargetSpec) -> anyhow::Result<Capability> {
+    let TargetSpec::Pids(pids) = spec else {
+        bail!("--goroutine-events traces running Go programs: name them with --pid");
+    };
+    let mut targets = Vec::new();
+    for &pid in pids {
+        match crate::goroutines::probes::probe_points(pid) {
+            Ok(points) => {
+                if points.single_stepped {
+                    eprintln!(
+                        "loupe: warning: process {pid} ({}): the kernel single-steps its probed \
+                         instruction, each goroutine state change costs about 10x more than \
+                         with Go 1.21+ (see the README)",
+                        points.go_version
+                    );
+                }
+                targets.push((pid, points))
+            }
+            Err(e) if pids.len() == 1 => {
+                return Err(anyhow::Error::new(e).context("--goroutine-events"))
+            }
+            Err(e) => eprintln!("loupe: warning: no goroutine events for process {pid}: {e}"),
+        }
+    }
+    if targets.is_empty() {
+        bail!("--goroutine-events: none of the given processes can be probed");
+    }
+    Ok(Capability::GoroutineEvents { targets })
 }

@@ -3,6 +3,7 @@
 //! what the kernel recorded. They know nothing of symbols or output formats.
 
 pub mod cpu;
+pub mod goroutines;
 pub mod sched;
 pub mod stacks;
 pub mod targets;

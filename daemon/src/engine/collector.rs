@@ -19,7 +19,6 @@ pub enum FeatureKind {
     /// The software cpu-clock perf event.
     PerfCpuClock,
     /// Uprobes (the `uprobe` perf event source).
-    #[allow(dead_code)] // Go runtime and TLS capabilities (later issues).
     Uprobes,
 }
 

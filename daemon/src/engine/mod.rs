@@ -65,6 +65,11 @@ pub enum Capability {
     /// Scheduling: per-thread totals and run-queue histograms, and off-CPU time by stack
     /// when `offcpu_stacks`.
     Sched { offcpu_stacks: bool },
+    /// Goroutine events of Go processes: uprobes on each one's runtime, at the probe points
+    /// found in its executable.
+    GoroutineEvents {
+        targets: Vec<(u32, crate::goroutines::probes::ProbePoints)>,
+    },
 }
 
 /// Every capability's kernel features, by capability name (`loupe check` lists them).
@@ -73,6 +78,7 @@ pub fn features() -> Vec<(&'static str, &'static [Feature])> {
         ("targets", &collectors::targets::FEATURES),
         ("cpu", &collectors::cpu::FEATURES),
         ("sched", &collectors::sched::FEATURES),
+        ("goroutines", &collectors::goroutines::FEATURES),
     ]
 }
 
@@ -291,6 +297,9 @@ impl Engine {
                         },
                     )?))
                 }
+                Capability::GoroutineEvents { targets } => attached.push(Box::new(
+                    collectors::goroutines::GoroutineCollector::attach(&mut ebpf, targets)?,
+                )),
             }
         }
         let explicit_alive = match &config.targets {

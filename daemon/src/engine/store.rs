@@ -41,6 +41,8 @@ pub struct Store {
     /// By tid.
     pub threads: HashMap<u32, ThreadCounters>,
     pub histograms: HashMap<HistogramKey, LatencyHistogram>,
+    /// Counters of whole processes (goroutines created, ...), by (pid, name).
+    pub process_counters: BTreeMap<(u32, &'static str), u64>,
     /// Processes that exited during the window (their figures are kept, and marked).
     pub exited: HashSet<u32>,
 }
@@ -53,6 +55,7 @@ impl Default for Store {
             profiles: BTreeMap::new(),
             threads: HashMap::new(),
             histograms: HashMap::new(),
+            process_counters: BTreeMap::new(),
             exited: HashSet::new(),
         }
     }
@@ -81,6 +84,11 @@ impl Store {
             values: BTreeMap::new(),
         });
         let slot = thread.values.entry(name).or_default();
+        *slot = slot.saturating_add(value);
+    }
+
+    pub fn add_process_counter(&mut self, pid: u32, name: &'static str, value: u64) {
+        let slot = self.process_counters.entry((pid, name)).or_default();
         *slot = slot.saturating_add(value);
     }
 
@@ -121,6 +129,7 @@ impl Store {
             profiles: finished.profiles,
             threads: finished.threads,
             histograms: finished.histograms,
+            process_counters: finished.process_counters,
             exited: finished.exited,
             modules,
             counters,
@@ -136,6 +145,7 @@ pub struct Window {
     pub profiles: BTreeMap<ProfileType, Aggregator>,
     pub threads: HashMap<u32, ThreadCounters>,
     pub histograms: HashMap<HistogramKey, LatencyHistogram>,
+    pub process_counters: BTreeMap<(u32, &'static str), u64>,
     pub exited: HashSet<u32>,
     pub modules: HashMap<ModuleId, Arc<Module>>,
     /// Sample and loss counters gathered during this window only, by name.
@@ -156,6 +166,10 @@ impl Window {
                 let slot = mine.values.entry(name).or_default();
                 *slot = slot.saturating_add(value);
             }
+        }
+        for (key, value) in later.process_counters {
+            let slot = self.process_counters.entry(key).or_default();
+            *slot = slot.saturating_add(value);
         }
         for (key, histogram) in later.histograms {
             self.histograms.entry(key).or_default().merge(&histogram);

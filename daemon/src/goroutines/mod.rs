@@ -31,6 +31,7 @@ mod dwarf;
 mod layout;
 mod locate;
 mod memory;
+pub mod probes;
 pub mod profile;
 pub mod report;
 pub mod snapshot;

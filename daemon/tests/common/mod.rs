@@ -101,6 +101,15 @@ pub fn spawn_loupe(args: &[&str]) -> Child {
 
 /// Like [`spawn_loupe`], and also returns the rest of loupe's stderr, joined once it exits.
 pub fn spawn_loupe_keeping_stderr(args: &[&str]) -> (Child, std::thread::JoinHandle<String>) {
+    spawn_loupe_announcing(args, "loupe: profiling")
+}
+
+/// Starts `loupe ARGS` and waits until it prints a line starting with `announce` (its probes
+/// are attached then); returns it with the rest of its stderr, joined once it exits.
+pub fn spawn_loupe_announcing(
+    args: &[&str],
+    announce: &str,
+) -> (Child, std::thread::JoinHandle<String>) {
     let mut child = Command::new(loupe_bin())
         .args(args)
         .stderr(Stdio::piped())
@@ -110,9 +119,9 @@ pub fn spawn_loupe_keeping_stderr(args: &[&str]) -> (Child, std::thread::JoinHan
     let mut lines = BufReader::new(stderr).lines();
     loop {
         match lines.next() {
-            Some(Ok(line)) if line.starts_with("loupe: profiling") => break,
+            Some(Ok(line)) if line.starts_with(announce) => break,
             Some(Ok(_)) => continue,
-            other => panic!("loupe exited before it started profiling: {other:?}"),
+            other => panic!("loupe {args:?} exited before it announced `{announce}`: {other:?}"),
         }
     }
     // Keep draining stderr so loupe never blocks on a full pipe.

@@ -1,0 +1,101 @@
+//! Where goroutine events are probed in a Go executable: the entry of `runtime.casgstatus`,
+//! found by name in the pclntab (so stripped binaries too), as a file offset for a uprobe.
+
+use std::path::PathBuf;
+
+use object::{Object, ObjectSegment};
+
+use super::{binary::Binary, GoroutineError};
+
+/// The function every goroutine state change goes through.
+pub const CASGSTATUS: &str = "runtime.casgstatus";
+
+/// Releases whose `casgstatus(gp *g, oldval, newval uint32)` signature, register ABI and
+/// status numbering the kernel program relies on were checked (by tests over every one).
+const SUPPORTED_MINORS: std::ops::RangeInclusive<u32> = 19..=27;
+
+/// The uprobe target of one Go process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbePoints {
+    /// `/proc/PID/exe`: the running executable, even if its path was replaced since.
+    pub exe: PathBuf,
+    pub go_version: String,
+    /// File offset of the first instruction of `runtime.casgstatus`.
+    pub casgstatus: u64,
+    /// Whether that instruction is one the kernel must single-step out of line rather than
+    /// emulate (it emulates `push rbp`, how Go 1.21+ functions start; Go 1.19's
+    /// `casgstatus` starts with `sub rsp`): every probe hit then costs several times more.
+    pub single_stepped: bool,
+}
+
+/// The probe points of process `pid`, or why it cannot be probed.
+pub fn probe_points(pid: u32) -> Result<ProbePoints, GoroutineError> {
+    let binary = Binary::open(pid)?;
+    if !SUPPORTED_MINORS.contains(&binary.minor) {
+        return Err(GoroutineError::UnsupportedVersion {
+            version: binary.version.clone(),
+            what: "runtime.casgstatus's arguments (goroutine events)",
+        });
+    }
+    let not_found = |what: String| GoroutineError::Binary { pid, reason: what };
+    let range = binary
+        .table
+        .function_range(CASGSTATUS)
+        .ok_or_else(|| not_found(format!("its pclntab names no {CASGSTATUS}")))?;
+    let code = binary
+        .bytes_at(range.start, 4)
+        .ok_or_else(|| not_found(format!("{CASGSTATUS} is not in the file")))?;
+    if has_stack_check(code) {
+        // A probe at an entry that morestack re-runs would count some changes twice.
+        return Err(GoroutineError::UnsupportedVersion {
+            version: binary.version.clone(),
+            what: "runtime.casgstatus with a stack-growth prologue",
+        });
+    }
+    let elf = binary
+        .elf()
+        .ok_or_else(|| not_found("the executable is no longer a readable ELF file".into()))?;
+    let casgstatus = file_offset(&elf, range.start)
+        .ok_or_else(|| not_found(format!("{CASGSTATUS} is in no loaded segment")))?;
+    Ok(ProbePoints {
+        exe: PathBuf::from(format!("/proc/{pid}/exe")),
+        go_version: binary.version.clone(),
+        casgstatus,
+        single_stepped: code.first() != Some(&PUSH_RBP),
+    })
+}
+
+/// `push rbp`, which x86 uprobes emulate without leaving the trap handler.
+const PUSH_RBP: u8 = 0x55;
+
+/// Whether code starts with the amd64 stack-bound check (`cmp rsp, [r14+16]`, or for
+/// large frames `lea r12, [rsp-N]`) that `//go:nosplit` functions lack.
+fn has_stack_check(code: &[u8]) -> bool {
+    code.starts_with(&[0x49, 0x3b, 0x66, 0x10])
+        || code.starts_with(&[0x4c, 0x8d, 0x64, 0x24])
+        || code.starts_with(&[0x4c, 0x8d, 0xa4, 0x24])
+}
+
+fn file_offset(elf: &object::File<'_>, addr: u64) -> Option<u64> {
+    elf.segments().find_map(|seg| {
+        let (offset, size) = seg.file_range();
+        let start = seg.address();
+        (addr >= start && addr < start + size).then(|| addr - start + offset)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_split_prologues() {
+        // cmp rsp, [r14+0x10]; jbe ...
+        assert!(has_stack_check(&[0x49, 0x3b, 0x66, 0x10, 0x76, 0x30]));
+        // lea r12, [rsp-0x98]
+        assert!(has_stack_check(&[0x4c, 0x8d, 0x64, 0x24, 0x68]));
+        // sub rsp, 0x28 (a nosplit function's frame setup)
+        assert!(!has_stack_check(&[0x48, 0x83, 0xec, 0x28]));
+        assert!(!has_stack_check(&[]));
+    }
+}
