@@ -468,6 +468,9 @@ impl Engine {
         let window = self.store.take_window(modules, counters);
         // The window holds what it needs; the cache keeps only what live processes map.
         self.processes.modules.release_unused(|_| false);
+        // File pages read by unwinding and symbolization since the last window (libLLVM's
+        // unwind tables, librustc_driver's symbols) would otherwise stay counted in loupe's RSS.
+        self.processes.modules.release_resident_pages();
         window
     }
 
