@@ -366,6 +366,18 @@ fn block_key(
     let regs = cpu::saved_user_regs();
     let kernel_stack_id = stack_id(ctx, generation, false);
     let (user_stack_id, user_ip, user_sp) = match &regs {
+        // The thread blocks again from where it last blocked in this generation (a Go M
+        // parking on its g0 stack, a worker thread's wait loop: most blocks of a busy host):
+        // the frame-pointer walk would find the same frames, so the last one is reused and
+        // only the kernel stack is walked.
+        Some((regs, _))
+            if state.key.generation == generation
+                && state.key.user_ip == regs.ip
+                && state.key.user_sp == regs.sp
+                && state.key.user_stack_id >= 0 =>
+        {
+            (state.key.user_stack_id, regs.ip, regs.sp)
+        }
         Some((regs, _)) => (stack_id(ctx, generation, true), regs.ip, regs.sp),
         None => (NO_STACK, 0, 0),
     };
