@@ -50,6 +50,11 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// `sample_wakeup`), so this bounds how long a short-lived process's late mappings can wait.
 const DRAIN_EVERY: Duration = Duration::from_millis(40);
 
+/// When a process's mappings are read again after its exec: by then the dynamic loader has
+/// mapped its libraries, which a process shorter than a drain interval may not live to have
+/// read on demand.
+const REREAD_AFTER_EXEC: Duration = Duration::from_millis(10);
+
 /// Ticks an exited process is kept after its exit event, so samples still in flight for it
 /// (in-kernel counts drained on later ticks) resolve against its mappings.
 const EXITED_GRACE_TICKS: u64 = 3;
@@ -270,6 +275,8 @@ struct Engine {
     /// Exit events seen (process lifecycle is the engine's, not a collector's).
     exits_seen: u64,
     tick_errors: u64,
+    /// Processes to read again shortly after their exec, oldest first.
+    rereads: std::collections::VecDeque<(Instant, u32)>,
 }
 
 impl Engine {
@@ -321,6 +328,7 @@ impl Engine {
             counters_at_window_start: HashMap::new(),
             tick: 0,
             exits_seen: 0,
+            rereads: std::collections::VecDeque::new(),
             tick_errors: 0,
         })
     }
@@ -330,12 +338,23 @@ impl Engine {
         let mut next_tick = Instant::now() + TICK;
         self.publish(status);
         loop {
-            let timeout = next_tick
-                .saturating_duration_since(Instant::now())
-                .min(DRAIN_EVERY);
-            poll_readable(&[ring_fd, wake_fd.as_raw_fd()], timeout);
+            let mut wake_at = next_tick.min(Instant::now() + DRAIN_EVERY);
+            if let Some(&(at, _)) = self.rereads.front() {
+                wake_at = wake_at.min(at);
+            }
+            poll_readable(
+                &[ring_fd, wake_fd.as_raw_fd()],
+                wake_at.saturating_duration_since(Instant::now()),
+            );
             drain_wake(wake_fd);
             self.drain_events();
+            while let Some(&(at, pid)) = self.rereads.front() {
+                if at > Instant::now() {
+                    break;
+                }
+                self.rereads.pop_front();
+                self.processes.reread(pid);
+            }
             loop {
                 match control.try_recv() {
                     Ok(Control::TakeWindow(reply)) => {
@@ -387,6 +406,8 @@ impl Engine {
                     };
                     if kind == EVENT_PROCESS_EXEC {
                         cx.processes.exec(pid);
+                        self.rereads
+                            .push_back((Instant::now() + REREAD_AFTER_EXEC, pid));
                     } else {
                         self.exits_seen += 1;
                         cx.processes.exited(pid, self.tick);

@@ -164,6 +164,18 @@ impl ProcessTable {
         }
     }
 
+    /// Reads loaded process `pid`'s mappings again, keeping what was known if it is gone.
+    /// For the libraries the dynamic loader maps just after exec, before samples need them.
+    pub fn reread(&mut self, pid: u32) {
+        let Some(reloads) = self.processes.get(&pid).map(|p| p.reloads) else {
+            return;
+        };
+        if let Some(mut process) = self.load(pid) {
+            process.reloads = reloads;
+            self.processes.insert(pid, process);
+        }
+    }
+
     /// The process exec'd: its address space is new. Read it now, while the process surely
     /// exists (a short-lived one may be gone by its last sample); the libraries the dynamic
     /// loader maps next are picked up by `refresh_for`.
