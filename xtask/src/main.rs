@@ -70,6 +70,10 @@ enum BenchMode {
         /// Length of the profile, in minutes.
         #[arg(long, default_value_t = 20)]
         minutes: u64,
+        /// Run `loupe daemon` (with its defaults) instead of `loupe profile --all`; writes
+        /// target/bench/churn-daemon.md.
+        #[arg(long)]
+        daemon: bool,
     },
     /// Context-switch-heavy work (`perf bench sched pipe`, a Go HTTP server under wrk) with
     /// nothing, `loupe stat --all`, `loupe profile --type offcpu --all`, `loupe daemon` and
@@ -96,9 +100,9 @@ fn main() -> ExitCode {
         Cmd::Run { release, args } => run::run(release, args),
         Cmd::Test { args } => test::run(args),
         Cmd::Bench {
-            mode: Some(BenchMode::Churn { minutes }),
+            mode: Some(BenchMode::Churn { minutes, daemon }),
             ..
-        } => bench::churn::run(minutes),
+        } => bench::churn::run(minutes, daemon),
         Cmd::Bench {
             mode:
                 Some(BenchMode::Sched {
@@ -160,14 +164,14 @@ mod tests {
     fn bench_churn_takes_minutes_and_defaults_to_twenty() {
         match parse(&["bench", "churn", "--minutes", "3"]) {
             Cmd::Bench {
-                mode: Some(BenchMode::Churn { minutes }),
+                mode: Some(BenchMode::Churn { minutes, .. }),
                 ..
             } => assert_eq!(minutes, 3),
             _ => panic!("not bench churn"),
         }
         match parse(&["bench", "churn"]) {
             Cmd::Bench {
-                mode: Some(BenchMode::Churn { minutes }),
+                mode: Some(BenchMode::Churn { minutes, .. }),
                 ..
             } => assert_eq!(minutes, 20),
             _ => panic!("not bench churn"),

@@ -23,6 +23,9 @@ use super::{
     Shared,
 };
 
+/// How often the daemon prints its state counts on stderr.
+const STATE_LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Windows waiting for the symbolizer; past this the ticker waits (collection does not).
 const QUEUE: usize = 4;
 
@@ -38,6 +41,8 @@ impl WindowThreads {
         let (windows_tx, windows_rx) = mpsc::sync_channel::<Window>(QUEUE);
         let (stop, stop_rx) = mpsc::channel::<()>();
         let period = shared.config.window;
+        let started = std::time::Instant::now();
+        let mut last_state_line = started;
         thread::Builder::new()
             .name("loupe-windows".into())
             .spawn(move || loop {
@@ -47,10 +52,20 @@ impl WindowThreads {
                 }
                 let window = {
                     let guard = session.lock().unwrap_or_else(|e| e.into_inner());
-                    match guard.as_ref() {
-                        Some(s) => s.take_window(),
-                        None => return,
+                    let Some(s) = guard.as_ref() else { return };
+                    // The bounded state, now and then: flat counts on a long run.
+                    if last_state_line.elapsed() >= STATE_LINE_EVERY {
+                        last_state_line = std::time::Instant::now();
+                        let st = s.status();
+                        eprintln!(
+                            "loupe: [{}s] state: processes={} modules={} stacks={}",
+                            started.elapsed().as_secs(),
+                            st.processes,
+                            st.modules,
+                            st.stacks
+                        );
                     }
+                    s.take_window()
                 };
                 match window {
                     Ok(w) => {

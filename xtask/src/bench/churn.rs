@@ -21,6 +21,9 @@ use anyhow::{bail, Context, Result};
 use crate::util::target_dir;
 use crate::{build, setup};
 
+/// Where the benchmarked daemon listens.
+const DAEMON_ADDR: &str = "127.0.0.1:7476";
+
 /// When the first resident-memory figure is taken.
 const EARLY_RSS_AT: Duration = Duration::from_secs(120);
 /// How often loupe's memory is read (the last read before it exits is "at the end").
@@ -168,6 +171,8 @@ impl Drop for TempDir {
 
 struct Results {
     minutes: u64,
+    /// What ran: the one-shot profile or the daemon.
+    subject: String,
     programs: u64,
     churn_time: Duration,
     early_rss_kib: Option<u64>,
@@ -178,7 +183,7 @@ struct Results {
     profile_bytes: Option<u64>,
 }
 
-pub fn run(minutes: u64) -> Result<()> {
+pub fn run(minutes: u64, daemon: bool) -> Result<()> {
     if minutes == 0 {
         bail!("--minutes must be at least 1");
     }
@@ -190,9 +195,15 @@ pub fn run(minutes: u64) -> Result<()> {
     let work = TempDir::new()?;
     let profile = work.0.join("churn.pb.gz");
 
-    let mut child = Command::new(&loupe)
-        .args(["profile", "--all", "-d", &format!("{minutes}m"), "-o"])
-        .arg(&profile)
+    let mut command = Command::new(&loupe);
+    if daemon {
+        command.args(["daemon", "--listen", DAEMON_ADDR]);
+    } else {
+        command
+            .args(["profile", "--all", "-d", &format!("{minutes}m"), "-o"])
+            .arg(&profile);
+    }
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -202,13 +213,17 @@ pub fn run(minutes: u64) -> Result<()> {
     let mut lines = BufReader::new(stderr).lines();
     loop {
         match lines.next() {
-            Some(Ok(line)) if line.starts_with("loupe: profiling") => break,
+            Some(Ok(line))
+                if line.starts_with("loupe: profiling") || line.contains("daemon listening on") =>
+            {
+                break
+            }
             Some(Ok(_)) => {}
             _ => bail!("loupe exited before it started profiling"),
         }
     }
     let started = Instant::now();
-    println!("bench churn: loupe (pid {pid}) profiling the host for {minutes} min under churn");
+    println!("bench churn: loupe (pid {pid}) observing the host for {minutes} min under churn");
     // stderr is read on its own thread (so loupe never blocks on it); lines arrive stamped.
     let (tx, rx) = mpsc::channel::<(Duration, String)>();
     let reader = std::thread::spawn(move || {
@@ -222,6 +237,11 @@ pub fn run(minutes: u64) -> Result<()> {
     let deadline = started + Duration::from_secs(minutes * 60);
     let mut results = Results {
         minutes,
+        subject: if daemon {
+            "loupe daemon".to_string()
+        } else {
+            format!("loupe profile --all -d {minutes}m")
+        },
         programs: 0,
         churn_time: Duration::ZERO,
         early_rss_kib: None,
@@ -277,6 +297,11 @@ pub fn run(minutes: u64) -> Result<()> {
         }
     }
     results.churn_time = started.elapsed();
+    if daemon {
+        // The daemon runs until told to stop.
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    }
     println!(
         "bench churn: {} programs built and run; waiting for loupe to write its profile",
         results.programs
@@ -304,7 +329,11 @@ pub fn run(minutes: u64) -> Result<()> {
 
     let report = report(&results);
     println!("\n{report}");
-    let path = out_dir.join("churn.md");
+    let path = out_dir.join(if daemon {
+        "churn-daemon.md"
+    } else {
+        "churn.md"
+    });
     fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     println!("bench churn: report written to {}", path.display());
     Ok(())
@@ -328,10 +357,10 @@ fn counts(state: &StateLine) -> String {
 
 fn report(r: &Results) -> String {
     let mut out = format!(
-        "Churn benchmark: `loupe profile --all -d {}m` (release) while new C programs are written, \
+        "Churn benchmark: `{}` (release) for {} min while new C programs are written, \
          compiled with gcc and run, one after another, each a new binary (older ones deleted).\n\n\
          | measure | value |\n|---|---|\n",
-        r.minutes
+        r.subject, r.minutes
     );
     let secs = r.churn_time.as_secs_f64().max(1e-9);
     let _ = writeln!(
@@ -427,6 +456,7 @@ mod tests {
     fn report_says_not_reported_without_state_lines() {
         let r = Results {
             minutes: 3,
+            subject: "loupe profile --all -d 3m".to_string(),
             programs: 10,
             churn_time: Duration::from_secs(180),
             early_rss_kib: Some(2048),
