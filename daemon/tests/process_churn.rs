@@ -1,5 +1,7 @@
 //! Many short-lived processes: samples taken while a process exits or execs (when it has no
-//! user address space) are kernel-only samples, not losses; real losses stay counted.
+//! user address space) are kernel-only samples, not losses; real losses stay counted. More
+//! processes than the target map holds (16384) come and go: exited ones leave it, so it never
+//! fills.
 
 mod common;
 
@@ -22,17 +24,13 @@ fn short_lived_processes_lose_no_user_stacks() {
         "--",
         "bash",
         "-c",
-        "for i in $(seq 4000); do /bin/true; done",
+        "for i in $(seq 18000); do /bin/true; done",
     ]);
     let (profile, stacks) = read_json(&out);
     let samples: u64 = stacks.iter().map(|(_, s)| s.count).sum();
     assert!(samples >= 200, "only {samples} samples");
     let drops = profile["drops"].as_object().expect("drops");
     for (name, count) in drops {
-        // The target map's capacity under fork churn is a separate matter.
-        if name == "drop_target_map_full" {
-            continue;
-        }
         let count = count.as_u64().expect("drop count");
         assert!(
             count * 100 <= samples * 2,
