@@ -6,51 +6,56 @@
 pub use loupe_ebpf::histogram::{bucket_lower_bound, latency_bucket, HIST_BUCKETS};
 
 /// A latency histogram in nanoseconds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Sparse: the daemon stores one per process per window, and most of the `HIST_BUCKETS`
+/// buckets stay empty (a process's waits span a few powers of two), so only non-empty ones
+/// are held: ~16 bytes each instead of 8 bytes for every bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LatencyHistogram {
-    /// Counts per bucket (`latency_bucket`), `HIST_BUCKETS` long.
-    buckets: Vec<u64>,
+    /// (bucket index as `latency_bucket` gives it, count > 0), ordered by index.
+    buckets: Vec<(u16, u64)>,
     /// Exact number of observations.
     pub count: u64,
     /// Exact sum of observations.
     pub sum_ns: u64,
 }
 
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        LatencyHistogram {
-            buckets: vec![0; HIST_BUCKETS as usize],
-            count: 0,
-            sum_ns: 0,
-        }
-    }
-}
-
 // `record`, `mean_ns` and `nonzero_buckets` serve tests now and Prometheus histograms next.
 #[cfg_attr(not(test), allow(dead_code))]
 impl LatencyHistogram {
     pub fn record(&mut self, ns: u64) {
-        self.buckets[latency_bucket(ns) as usize] += 1;
+        self.bump(latency_bucket(ns), 1);
         self.count += 1;
         self.sum_ns = self.sum_ns.saturating_add(ns);
     }
 
-    /// Adds bucket counts as the kernel keeps them, with their exact count and sum (the
-    /// buckets' own total is used when the kernel gives no separate count).
+    /// Adds bucket counts as the kernel keeps them (`HIST_BUCKETS` long), with their exact
+    /// sum; the count is the buckets' total.
     pub fn add_buckets(&mut self, buckets: &[u64], sum_ns: u64) {
-        for (mine, theirs) in self.buckets.iter_mut().zip(buckets) {
-            *mine = mine.saturating_add(*theirs);
-            self.count = self.count.saturating_add(*theirs);
+        for (i, &n) in buckets.iter().enumerate().take(HIST_BUCKETS as usize) {
+            if n > 0 {
+                self.bump(i as u32, n);
+                self.count = self.count.saturating_add(n);
+            }
         }
         self.sum_ns = self.sum_ns.saturating_add(sum_ns);
     }
 
     pub fn merge(&mut self, other: &LatencyHistogram) {
-        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
-            *mine = mine.saturating_add(*theirs);
+        for &(i, n) in &other.buckets {
+            self.bump(u32::from(i), n);
         }
         self.count = self.count.saturating_add(other.count);
         self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+    }
+
+    /// Adds `n` (> 0) to bucket `index`.
+    fn bump(&mut self, index: u32, n: u64) {
+        let index = index.min(HIST_BUCKETS - 1) as u16;
+        match self.buckets.binary_search_by_key(&index, |&(i, _)| i) {
+            Ok(at) => self.buckets[at].1 = self.buckets[at].1.saturating_add(n),
+            Err(at) => self.buckets.insert(at, (index, n)),
+        }
     }
 
     pub fn mean_ns(&self) -> u64 {
@@ -59,20 +64,17 @@ impl LatencyHistogram {
 
     /// The `q` quantile (0..=1), interpolated linearly inside its bucket; 0 when empty.
     pub fn quantile(&self, q: f64) -> u64 {
-        let total: u64 = self.buckets.iter().sum();
+        let total: u64 = self.buckets.iter().map(|&(_, n)| n).sum();
         if total == 0 {
             return 0;
         }
         // The rank of the wanted observation, 1-based.
         let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
         let mut seen = 0u64;
-        for (i, &n) in self.buckets.iter().enumerate() {
-            if n == 0 {
-                continue;
-            }
+        for &(i, n) in &self.buckets {
             if seen + n >= rank {
-                let low = bucket_lower_bound(i as u32);
-                let high = bucket_lower_bound(i as u32 + 1).max(low + 1);
+                let low = bucket_lower_bound(u32::from(i));
+                let high = bucket_lower_bound(u32::from(i) + 1).max(low + 1);
                 let within = (rank - seen) as f64 / n as f64;
                 return low + ((high - low) as f64 * within) as u64;
             }
@@ -86,9 +88,12 @@ impl LatencyHistogram {
     pub fn nonzero_buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.buckets
             .iter()
-            .enumerate()
-            .filter(|(_, &n)| n > 0)
-            .map(|(i, &n)| (bucket_lower_bound(i as u32 + 1), n))
+            .map(|&(i, n)| (bucket_lower_bound(u32::from(i) + 1), n))
+    }
+
+    /// Heap bytes held (for the daemon's memory cap).
+    pub fn heap_bytes(&self) -> usize {
+        self.buckets.capacity() * std::mem::size_of::<(u16, u64)>()
     }
 }
 

@@ -70,8 +70,10 @@ impl StoredWindow {
                         .sum::<usize>();
             }
         }
-        // Histograms dominate a process's figures (buckets of 8 bytes each).
-        bytes += processes.len() * (size_of::<ProcessFigures>() + 64 + 304 * 8);
+        bytes += processes
+            .values()
+            .map(|p| size_of::<ProcessFigures>() + 64 + p.runqueue.heap_bytes())
+            .sum::<usize>();
         bytes as u64
     }
 }
