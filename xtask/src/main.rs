@@ -75,6 +75,13 @@ enum BenchMode {
         #[arg(long)]
         daemon: bool,
     },
+    /// A Go program switching goroutines a lot, with nothing, `loupe stat --pid` and
+    /// `loupe stat --pid --goroutine-events`; writes target/bench/goroutines.md.
+    Goroutines {
+        /// Interleaved rounds (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Context-switch-heavy work (`perf bench sched pipe`, a Go HTTP server under wrk) with
     /// nothing, `loupe stat --all`, `loupe profile --type offcpu --all`, `loupe daemon` and
     /// `perf record -e sched:sched_switch -a -g`; writes target/bench/sched.md.
@@ -103,6 +110,10 @@ fn main() -> ExitCode {
             mode: Some(BenchMode::Churn { minutes, daemon }),
             ..
         } => bench::churn::run(minutes, daemon),
+        Cmd::Bench {
+            mode: Some(BenchMode::Goroutines { rounds }),
+            ..
+        } => bench::goroutines::run(rounds),
         Cmd::Bench {
             mode:
                 Some(BenchMode::Sched {

@@ -9,6 +9,7 @@
 //! time from the end of profiling to the written file and its peak RSS.
 
 pub mod churn;
+pub mod goroutines;
 pub mod sched;
 
 use std::io::{BufRead, BufReader};
