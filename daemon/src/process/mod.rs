@@ -102,12 +102,19 @@ const SLOW_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 pub struct ProcessTable {
     processes: HashMap<u32, Process>,
     pub modules: ModuleCache,
+    /// Pids whose exit was seen, with its tick, until evicted: one is never loaded again
+    /// (a zombie's /proc still reads, with no mappings), or it would never be evicted. A pid
+    /// reused by a fork within the grace period is named from its exec, or after it.
+    exited: HashMap<u32, u64>,
 }
 
 impl ProcessTable {
     /// The process, loading it on first sight. None if it is gone and was never loaded.
     pub fn get(&mut self, pid: u32) -> Option<&mut Process> {
         if !self.processes.contains_key(&pid) {
+            if self.exited.contains_key(&pid) {
+                return None;
+            }
             let process = self.load(pid)?;
             self.processes.insert(pid, process);
         }
@@ -122,6 +129,7 @@ impl ProcessTable {
     /// Process `pid` exited at engine tick `tick`: it is kept until [`Self::evict_exited`]
     /// passes that tick, so samples still in flight resolve against its mappings.
     pub fn exited(&mut self, pid: u32, tick: u64) {
+        self.exited.entry(pid).or_insert(tick);
         if let Some(process) = self.processes.get_mut(&pid) {
             process.exited_at_tick.get_or_insert(tick);
         }
@@ -133,6 +141,7 @@ impl ProcessTable {
         let before = self.processes.len();
         self.processes
             .retain(|_, p| p.exited_at_tick.is_none_or(|exited| exited > tick));
+        self.exited.retain(|_, &mut exited| exited > tick);
         before - self.processes.len()
     }
 
@@ -153,10 +162,11 @@ impl ProcessTable {
         {
             return false;
         }
-        let reloads = current.reloads + 1;
+        let (reloads, exited_at_tick) = (current.reloads + 1, current.exited_at_tick);
         match self.load(pid) {
             Some(mut process) => {
                 process.reloads = reloads;
+                process.exited_at_tick = exited_at_tick;
                 self.processes.insert(pid, process);
                 true
             }
@@ -167,7 +177,12 @@ impl ProcessTable {
     /// Reads loaded process `pid`'s mappings again, keeping what was known if it is gone.
     /// For the libraries the dynamic loader maps just after exec, before samples need them.
     pub fn reread(&mut self, pid: u32) {
-        let Some(reloads) = self.processes.get(&pid).map(|p| p.reloads) else {
+        let Some(reloads) = self
+            .processes
+            .get(&pid)
+            .filter(|p| p.exited_at_tick.is_none())
+            .map(|p| p.reloads)
+        else {
             return;
         };
         if let Some(mut process) = self.load(pid) {
@@ -180,6 +195,8 @@ impl ProcessTable {
     /// exists (a short-lived one may be gone by its last sample); the libraries the dynamic
     /// loader maps next are picked up by `refresh_for`.
     pub fn exec(&mut self, pid: u32) {
+        // A reused pid: the new process is not the one that exited.
+        self.exited.remove(&pid);
         self.processes.remove(&pid);
         let _ = self.get(pid);
     }
@@ -242,4 +259,28 @@ impl ProcessTable {
 fn read_comm(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     Some(text.trim_end_matches('\n').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process whose exit was seen is not loaded again until evicted (a zombie's /proc
+    /// would load with no mappings and never be evicted); an exec of its pid starts afresh.
+    #[test]
+    fn exited_pids_are_not_reloaded_until_evicted() {
+        let me = std::process::id();
+        let mut table = ProcessTable::default();
+        table.exited(me, 7);
+        assert!(table.get(me).is_none(), "loaded after its exit was seen");
+        assert_eq!(table.len(), 0);
+        table.evict_exited(7);
+        assert!(table.get(me).is_some(), "not loaded once the exit was evicted");
+        table.exited(me, 9);
+        table.exec(me);
+        assert!(table.get(me).is_some(), "an exec of the pid is a new process");
+        table.reread(me);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.evict_exited(100), 0, "the exec'd process is not exited");
+    }
 }
