@@ -275,12 +275,22 @@ mod tests {
         assert!(table.get(me).is_none(), "loaded after its exit was seen");
         assert_eq!(table.len(), 0);
         table.evict_exited(7);
-        assert!(table.get(me).is_some(), "not loaded once the exit was evicted");
+        assert!(
+            table.get(me).is_some(),
+            "not loaded once the exit was evicted"
+        );
         table.exited(me, 9);
         table.exec(me);
-        assert!(table.get(me).is_some(), "an exec of the pid is a new process");
+        assert!(
+            table.get(me).is_some(),
+            "an exec of the pid is a new process"
+        );
         table.reread(me);
         assert_eq!(table.len(), 1);
-        assert_eq!(table.evict_exited(100), 0, "the exec'd process is not exited");
+        assert_eq!(
+            table.evict_exited(100),
+            0,
+            "the exec'd process is not exited"
+        );
     }
 }
