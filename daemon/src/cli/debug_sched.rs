@@ -27,7 +27,6 @@ use crate::{
     process::{ProcessTable, UserAddress},
     profile::ProfileType,
     symbolize::Symbolizer,
-    unwind::StackSnapshot,
 };
 
 /// How often the retired generation is drained and the generations rotate.
@@ -140,14 +139,7 @@ impl State {
             };
             let key = event.header.key;
             let mut frames = kernel_frames(collector, &key);
-            let snapshot = StackSnapshot {
-                ip: event.header.regs.ip,
-                sp: event.header.regs.sp,
-                bp: event.header.regs.bp,
-                stack: event.stack,
-                region2: None,
-                region2_used: Default::default(),
-            };
+            let snapshot = event.snapshot();
             let user = stacks::user_frames_of(
                 &mut self.processes,
                 key.pid,

@@ -81,6 +81,20 @@ pub struct OffCpuStack<'a> {
     pub stack: &'a [u8],
 }
 
+impl<'a> OffCpuStack<'a> {
+    /// The copy as the unwinder reads it (off-CPU copies have no second region).
+    pub fn snapshot(&self) -> StackSnapshot<'a> {
+        StackSnapshot {
+            ip: self.header.regs.ip,
+            sp: self.header.regs.sp,
+            bp: self.header.regs.bp,
+            stack: self.stack,
+            region2: None,
+            region2_used: Default::default(),
+        }
+    }
+}
+
 /// Parses a ring-buffer record; None for records of other kinds (CPU samples, process
 /// events) and for truncated ones.
 pub fn parse_event(record: &[u8]) -> Option<OffCpuStack<'_>> {
@@ -474,14 +488,7 @@ impl Collector for SchedEngineCollector {
         };
         let key = event.header.key;
         let mut frames = self.kernel_frames(key.generation, key.kernel_stack_id);
-        let snapshot = StackSnapshot {
-            ip: event.header.regs.ip,
-            sp: event.header.regs.sp,
-            bp: event.header.regs.bp,
-            stack: event.stack,
-            region2: None,
-            region2_used: Default::default(),
-        };
+        let snapshot = event.snapshot();
         let user = super::stacks::user_frames_of(
             cx.processes,
             key.pid,
