@@ -34,6 +34,7 @@ mod memory;
 pub mod probes;
 pub mod profile;
 pub mod report;
+pub mod sched_latency;
 pub mod snapshot;
 mod stack;
 mod waitreason;
@@ -81,6 +82,10 @@ pub enum GoroutineError {
     UnsupportedVersion { version: String, what: &'static str },
     #[error("Go binary built by {version}: runtime.allgs not found ({tried})")]
     AllgsNotFound { version: String, tried: String },
+    #[error("Go binary built by {version}: runtime.sched not found ({tried})")]
+    SchedNotFound { version: String, tried: String },
+    #[error("process {pid}: the runtime's scheduling latency histogram went backwards between two reads (was the process replaced?)")]
+    HistogramWentBack { pid: u32 },
     #[error(
         "not allowed to read the memory of process {pid}: run as root (or with CAP_SYS_PTRACE)"
     )]
