@@ -282,7 +282,7 @@ impl Reader {
             what,
         };
         let scheme = Scheme::for_minor(bin.minor)
-            .ok_or_else(|| unsupported("the scheduling latency histogram's buckets"))?;
+            .ok_or_else(|| unsupported("the bucket scheme of its scheduling latency histogram"))?;
         let (layout, layout_source) = sched_layout(&bin, scheme, pid)?;
         let layout = layout.ok_or_else(|| {
             unsupported("the runtime.schedt layout (no DWARF, and no checked table for this release)")
