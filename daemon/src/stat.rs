@@ -448,4 +448,37 @@ mod tests {
         assert!(report(&window, Some(11), "pid 11").goroutines.is_none());
         assert!(GoroutineStat::events(&window, 11).is_none());
     }
+
+    #[test]
+    fn runtime_sched_latency_is_marked_as_the_runtimes_sample() {
+        use crate::goroutines::sched_latency::{RuntimeHistogram, Scheme};
+        let scheme = Scheme::Go120;
+        let mut counts = vec![0; scheme.buckets()];
+        // Sub-bucket 0 of bucket 1 ([256, 320) ns) and of bucket 5 ([4096, 5120) ns).
+        counts[4] = 3;
+        counts[20] = 1;
+        let h = RuntimeHistogram {
+            scheme,
+            counts,
+            underflow: 0,
+            overflow: 0,
+        };
+        let l = SchedLatency::from_runtime(&h);
+        assert_eq!((l.count, l.source), (4, SOURCE_RUNTIME));
+        assert_eq!(l.mean_ns, (3 * 288 + 4608) / 4);
+        assert!((256..320).contains(&l.p50_ns) && (4096..=5120).contains(&l.p99_ns));
+        let g = GoroutineStat {
+            sched_latency: Some(l),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&g).expect("json");
+        assert_eq!(json["sched_latency"]["source"], "runtime", "{json}");
+        let mut text = Vec::new();
+        render_goroutines(&g, &mut text).expect("table");
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            text.contains("the runtime's 1-in-8 sample): 4 waits"),
+            "{text}"
+        );
+    }
 }

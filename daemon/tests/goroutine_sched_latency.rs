@@ -200,13 +200,17 @@ fn an_unsupported_release_is_named_and_the_rest_reported() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
-        stderr.contains(&format!("no goroutine scheduling latency: Go binary built by {to}"))
-            && stderr.contains("refusing to guess"),
+        stderr.contains(&format!(
+            "no goroutine scheduling latency: Go binary built by {to}"
+        )) && stderr.contains("refusing to guess"),
         "{stderr}"
     );
     let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
     assert!(report["goroutines"]["live"].as_u64().is_some(), "{report}");
-    assert!(report["goroutines"].get("sched_latency").is_none(), "{report}");
+    assert!(
+        report["goroutines"].get("sched_latency").is_none(),
+        "{report}"
+    );
     assert!(report["sched"]["oncpu_ns"].as_u64().is_some(), "{report}");
 }
 

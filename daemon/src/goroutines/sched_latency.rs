@@ -285,7 +285,9 @@ impl Reader {
             .ok_or_else(|| unsupported("the bucket scheme of its scheduling latency histogram"))?;
         let (layout, layout_source) = sched_layout(&bin, scheme, pid)?;
         let layout = layout.ok_or_else(|| {
-            unsupported("the runtime.schedt layout (no DWARF, and no checked table for this release)")
+            unsupported(
+                "the runtime.schedt layout (no DWARF, and no checked table for this release)",
+            )
         })?;
         let bias = bin.load_bias(pid)?;
         let mem = Memory::new(pid);
@@ -469,7 +471,12 @@ mod tests {
         for shift in 11..50 {
             for k in [0u64, 1, 3, 7, 100, 12345] {
                 let base = 1u64 << shift;
-                v.extend([base - 1, base, base + (k << (shift / 3)), base + base / 2 + k]);
+                v.extend([
+                    base - 1,
+                    base,
+                    base + (k << (shift / 3)),
+                    base + base / 2 + k,
+                ]);
             }
         }
         v
@@ -481,7 +488,11 @@ mod tests {
             let mut previous_upper = Some(0);
             for i in 0..scheme.buckets() {
                 let (lo, hi) = scheme.bounds(i);
-                assert_eq!(Some(lo), previous_upper, "{scheme:?} bucket {i} is not contiguous");
+                assert_eq!(
+                    Some(lo),
+                    previous_upper,
+                    "{scheme:?} bucket {i} is not contiguous"
+                );
                 previous_upper = hi;
             }
             assert_eq!(previous_upper, scheme.overflow_from(), "{scheme:?} top");
@@ -529,7 +540,11 @@ mod tests {
                 (mean - exact_mean).abs() <= exact_mean * width / 2.0,
                 "{scheme:?}: mean {mean} vs {exact_mean}"
             );
-            for (q, exact) in [(0.5, 5_000_000f64), (0.99, 9_900_000f64), (0.1, 1_000_000f64)] {
+            for (q, exact) in [
+                (0.5, 5_000_000f64),
+                (0.99, 9_900_000f64),
+                (0.1, 1_000_000f64),
+            ] {
                 let got = h.quantile(q) as f64;
                 assert!(
                     (got - exact).abs() <= exact * width,
@@ -569,7 +584,10 @@ mod tests {
         assert_eq!(before.since(&histogram_of(Scheme::Go119, &[])), None);
         // Empty: zeros, no division by zero.
         let empty = before.since(&before).expect("same");
-        assert_eq!((empty.count(), empty.mean_ns(), empty.quantile(0.99)), (0, 0, 0));
+        assert_eq!(
+            (empty.count(), empty.mean_ns(), empty.quantile(0.99)),
+            (0, 0, 0)
+        );
     }
 
     #[test]

@@ -21,8 +21,7 @@ fn minor(version: &str) -> u32 {
 }
 
 fn scheme(version: &str) -> Scheme {
-    Scheme::for_minor(minor(version))
-        .unwrap_or_else(|| panic!("go{version}: no histogram scheme"))
+    Scheme::for_minor(minor(version)).unwrap_or_else(|| panic!("go{version}: no histogram scheme"))
 }
 
 /// The gevents fixture of every expected version: (version, stripped, with symbols).
