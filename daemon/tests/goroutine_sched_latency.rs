@@ -153,7 +153,7 @@ fn check(what: &str, truth: &Value, report: &Value) -> Result<(), String> {
 }
 
 #[test]
-fn runtime_sched_latency_matches_the_programs_own_reading_for_every_go_version() {
+fn goroutine_sched_latency_from_the_runtime_matches_its_own_reading_for_every_go_version() {
     assert_root();
     let _serial = serial();
     let mut failures = Vec::new();
@@ -173,7 +173,7 @@ fn runtime_sched_latency_matches_the_programs_own_reading_for_every_go_version()
 /// DWARF still gives the census what it needs) gets a message naming the version, and the
 /// rest of the report.
 #[test]
-fn an_unsupported_release_is_named_and_the_rest_reported() {
+fn goroutine_sched_latency_of_an_unsupported_release_is_refused_by_name() {
     assert_root();
     let (version, _) = go_toolchains()
         .into_iter()
@@ -232,7 +232,7 @@ fn replace_all(data: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 /// A process that is not Go: no goroutines section and no warning, the scheduling figures
 /// as ever.
 #[test]
-fn a_process_that_is_not_go_has_no_goroutine_section() {
+fn goroutine_sched_latency_leaves_out_a_process_that_is_not_go() {
     assert_root();
     let mut sleeper = Command::new("sleep")
         .arg("30")
