@@ -24,7 +24,8 @@
 //! RIP-relative operands), `locate` (allgs), `memory`, `stack` (unwinding parked stacks);
 //! then what is made of a census: `snapshot` (goroutines with names), `report` (the
 //! `loupe goroutines` views and JSON, the `loupe stat` section), `profile` (the goroutine
-//! profile).
+//! profile); and `sched_latency`, the runtime's own scheduling latency histogram, read the
+//! same way.
 
 mod binary;
 mod dwarf;

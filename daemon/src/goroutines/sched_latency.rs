@@ -35,8 +35,9 @@ pub enum Scheme {
     /// bucket each, then super-bucket s >= 1 covers [2^(s+3), 2^(s+4)) ns. The last
     /// sub-bucket also takes everything above (no overflow counter).
     Go119,
-    /// Go 1.20 on: 40 buckets of 4 sub-buckets; bucket 0 is [0, 256) ns in steps of 64,
-    /// bucket b >= 1 covers [2^(b+7), 2^(b+8)); 2^47 ns and above go to an overflow counter.
+    /// Go 1.21 to 1.27 (read and checked; 1.20 is not, so refused): 40 buckets of 4
+    /// sub-buckets; bucket 0 is [0, 256) ns in steps of 64, bucket b >= 1 covers
+    /// [2^(b+7), 2^(b+8)); 2^47 ns and above go to an overflow counter.
     Go120,
 }
 
@@ -101,7 +102,7 @@ impl Scheme {
         }
     }
 
-    /// Lower bound of the overflow counter (Go 1.20 on): 2^47 ns.
+    /// Lower bound of the overflow counter (`Go120`): 2^47 ns.
     pub fn overflow_from(self) -> Option<u64> {
         self.overflow_offset().map(|_| 1 << 47)
     }
@@ -115,7 +116,7 @@ pub struct RuntimeHistogram {
     pub counts: Vec<u64>,
     /// Negative durations (clock skew between CPUs): counted as 0 ns.
     pub underflow: u64,
-    /// Durations of 2^47 ns and more (Go 1.20 on; always 0 for 1.19): counted as 2^47.
+    /// Durations of 2^47 ns and more (`Go120`; always 0 for 1.19): counted as 2^47.
     pub overflow: u64,
 }
 
@@ -184,7 +185,7 @@ impl RuntimeHistogram {
     }
 
     /// Mean wait, each taken at its bucket's middle (the runtime keeps no sum). Each
-    /// midpoint is within half a bucket of the waits in it: Go 1.20+ buckets are at most
+    /// midpoint is within half a bucket of the waits in it: `Go120` buckets are at most
     /// 1/4 of their lower bound wide (bucket 0: 64 ns), so the mean is within 12.5% + 32 ns
     /// of the true one; Go 1.19's (16 sub-buckets) within 3.2% + 1 ns. Waits of 2^47 ns
     /// (39 hours) and more count as 2^47.
@@ -222,7 +223,7 @@ impl RuntimeHistogram {
     /// In loupe's latency buckets (8 per power of two, `crate::histogram`), for merging with
     /// the kernel's histograms. Each runtime bucket's count is spread over the loupe buckets
     /// it overlaps in proportion to the overlap (the remainder to the lowest), which assumes
-    /// waits spread evenly inside a bucket as interpolated quantiles do; Go 1.20+ buckets
+    /// waits spread evenly inside a bucket as interpolated quantiles do; `Go120` buckets
     /// above 256 ns are exactly two loupe buckets, Go 1.19's pairs of them one (losing half
     /// its resolution). The sum is the midpoint estimate of [`RuntimeHistogram::mean_ns`].
     pub fn to_latency_histogram(&self) -> LatencyHistogram {
