@@ -149,14 +149,22 @@ fn reads_the_histogram_of_a_running_program_stripped_or_not() {
     for (version, stripped, debug) in gevents() {
         for (path, is_stripped) in [(&stripped, true), (&debug, false)] {
             let (_running, pid) = start(path);
+            let attached = std::time::Instant::now();
             let reader = Reader::attach(pid).unwrap_or_else(|e| panic!("go{version}: {e}"));
+            let attach_time = attached.elapsed();
             let expected = if is_stripped {
                 (Found::Code, Source::ReleaseTable)
             } else {
                 (Found::Symbol, Source::Binary)
             };
             assert_eq!(reader.sources(), expected, "go{version} {}", path.display());
+            let read = std::time::Instant::now();
             let first = reader.read().expect("read");
+            eprintln!(
+                "go{version} {}: located in {attach_time:?}, read in {:?}",
+                path.display(),
+                read.elapsed()
+            );
             assert_eq!(first.scheme, scheme(&version));
             // The runtime scheduled goroutines before its ready line (GC workers, main).
             assert!(first.count() > 0, "go{version}: empty histogram {first:?}");
