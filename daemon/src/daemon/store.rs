@@ -130,6 +130,14 @@ impl WindowStore {
             bytes: 0,
         };
         window.bytes = window.estimate_bytes();
+        log::debug!(
+            "stored window: {} bytes ({} in profiles, {} samples; {} processes), pools now {} bytes",
+            window.bytes,
+            window.profiles.values().map(StoredProfile::bytes).sum::<u64>(),
+            window.profiles.values().map(StoredProfile::len).sum::<usize>(),
+            window.processes.len(),
+            self.pools.bytes()
+        );
         self.bytes += window.bytes;
         let window = Arc::new(window);
         self.windows.push_back(Arc::clone(&window));

@@ -81,6 +81,11 @@ impl StoredProfile {
         }
     }
 
+    /// Samples kept.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
     /// Heap bytes of this profile itself (the pools count the stacks and frames).
     pub fn bytes(&self) -> u64 {
         let samples: usize = self
