@@ -72,10 +72,18 @@ impl StoredWindow {
 
     fn estimate_bytes(&self) -> u64 {
         let profiles: u64 = self.profiles.values().map(StoredProfile::bytes).sum();
+        // A process's attribution is shared by the windows it appears in: the first one
+        // (held by it and the attribution cache alone) counts it.
         let processes = self
             .processes
             .values()
-            .map(|p| size_of::<ProcessFigures>() + 64 + p.runqueue.heap_bytes())
+            .map(|p| {
+                let first = Arc::strong_count(&p.info) <= 2;
+                size_of::<ProcessFigures>()
+                    + 64
+                    + p.runqueue.heap_bytes()
+                    + if first { p.info.heap_bytes() } else { 0 }
+            })
             .sum::<usize>();
         let counters: usize = self.counters.iter().map(|(n, _)| n.len() + 32).sum();
         profiles + (size_of::<StoredWindow>() + processes + counters) as u64
