@@ -121,7 +121,17 @@ impl EventNames {
         let bias = match self.bias {
             Some(b) => b,
             None => {
-                let b = self.binary.load_bias(pid).ok()?;
+                // A position-dependent executable (Go's default) is where it was linked,
+                // even once the process is gone.
+                let fixed = self
+                    .binary
+                    .elf()
+                    .is_some_and(|elf| elf.kind() == object::ObjectKind::Executable);
+                let b = if fixed {
+                    0
+                } else {
+                    self.binary.load_bias(pid).ok()?
+                };
                 self.bias = Some(b);
                 b
             }
