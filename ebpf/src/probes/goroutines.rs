@@ -106,41 +106,58 @@ fn created(s: *mut GoroutineStats, g: u64, tgid: u32) {
     }
 }
 
+/// Records that a goroutine entered a state at `ns` (blocked for `reason`, or not blocked:
+/// [`SINCE_RUNNABLE`]), in place when it has an entry: a lookup costs less than an LRU
+/// update, and the runtime changes one g's state from one thread at a time.
+#[inline(always)]
+fn set_since(entry: Option<*mut Since>, key: &GKey, ns: u64, reason: u32) {
+    match entry {
+        Some(p) => unsafe {
+            (*p).ns = ns;
+            (*p).reason = reason;
+        },
+        None => {
+            let since = Since {
+                ns,
+                reason,
+                _reserved: 0,
+            };
+            // An LRU map never refuses an insert: a full one forgets its oldest start.
+            let _ = GOROUTINE_SINCE.insert(key, &since, 0);
+        }
+    }
+}
+
 /// A goroutine blocked: remember when, and its wait reason (set before this call).
 #[inline(always)]
-fn blocked(s: *mut GoroutineStats, key: &GKey) {
+fn blocked(s: *mut GoroutineStats, entry: Option<*mut Since>, key: &GKey) {
     let at = key
         .g
         .wrapping_add(unsafe { (*s).offsets.waitreason } as u64);
-    let Ok(reason) = (unsafe { bpf_probe_read_user(at as *const u8) }) else {
-        increment(counter::DROP_G_READ_FAILED);
-        let _ = GOROUTINE_SINCE.remove(key);
-        return;
+    let reason = match unsafe { bpf_probe_read_user(at as *const u8) } {
+        Ok(reason) if (reason as usize) < MAX_WAIT_REASONS => reason as u32,
+        Ok(_) => {
+            increment(counter::DROP_WAIT_REASON_OUT_OF_RANGE);
+            SINCE_RUNNABLE
+        }
+        Err(_) => {
+            increment(counter::DROP_G_READ_FAILED);
+            SINCE_RUNNABLE
+        }
     };
-    if reason as usize >= MAX_WAIT_REASONS {
-        increment(counter::DROP_WAIT_REASON_OUT_OF_RANGE);
-        let _ = GOROUTINE_SINCE.remove(key);
-        return;
-    }
-    let since = Since {
-        ns: now(),
-        reason: reason as u32,
-        _reserved: 0,
-    };
-    // An LRU map never refuses an insert: a full one forgets its oldest start.
-    let _ = GOROUTINE_SINCE.insert(key, &since, 0);
+    set_since(entry, key, now(), reason);
 }
 
 /// A blocked goroutine became runnable: add its blocked time to its wait reason.
 #[inline(always)]
-fn woke(s: *mut GoroutineStats, key: &GKey, now: u64) {
-    let Some(since) = (unsafe { GOROUTINE_SINCE.get(key) }).copied() else {
+fn woke(s: *mut GoroutineStats, entry: Option<*mut Since>, now: u64) {
+    let Some(since) = entry.map(|p| unsafe { *p }) else {
         increment(counter::BLOCK_START_NOT_SEEN);
         return;
     };
     let reason = since.reason as usize;
     if reason >= MAX_WAIT_REASONS {
-        // A runnable start: the block itself was not seen.
+        // Not blocked since it last became runnable: the block itself was not seen.
         increment(counter::BLOCK_START_NOT_SEEN);
         return;
     }
@@ -170,31 +187,30 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
         tgid,
         _reserved: 0,
     };
+    // One lookup of the goroutine's entry serves the whole change.
+    let entry = GOROUTINE_SINCE.get_ptr_mut(&key);
     if old == G_WAITING && new == G_RUNNING {
         // The runtime's own short waits (a GC stack scan of itself) end without the
-        // goroutine becoming runnable: forget the start, so no later wake-up uses it.
-        let _ = GOROUTINE_SINCE.remove(&key);
+        // goroutine becoming runnable: mark it not blocked, so no later wake-up uses it.
+        if let Some(p) = entry {
+            unsafe { (*p).reason = SINCE_RUNNABLE };
+        }
         return 0;
     }
     let Some(s) = stats(tgid) else { return 0 };
     if new == G_RUNNABLE {
         let now = now();
         if old == G_WAITING {
-            woke(s, &key, now);
+            woke(s, entry, now);
         }
-        let since = Since {
-            ns: now,
-            reason: SINCE_RUNNABLE,
-            _reserved: 0,
-        };
-        let _ = GOROUTINE_SINCE.insert(&key, &since, 0);
+        set_since(entry, &key, now, SINCE_RUNNABLE);
         if old == G_DEAD {
             created(s, g, tgid);
         }
         return 0;
     }
     if new == G_WAITING {
-        blocked(s, &key);
+        blocked(s, entry, &key);
         if old == G_DEAD {
             // A goroutine created parked (Go 1.23+ coroutines).
             created(s, g, tgid);
@@ -203,17 +219,20 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
     }
     if new == G_DEAD {
         unsafe { add(&mut (*s).exited, 1) };
+        // The g is reused (or freed) after its exit: its entry is of no further use.
+        let _ = GOROUTINE_SINCE.remove(&key);
         return 0;
     }
-    // Runnable -> running.
-    let since = match unsafe { GOROUTINE_SINCE.get(&key) } {
-        Some(since) if since.reason == SINCE_RUNNABLE => since.ns,
+    // Runnable -> running. The entry stays, to be overwritten at the next change: no wait
+    // is timed from it twice, as the goroutine must become runnable again (a new start)
+    // before it runs again.
+    let since = match entry {
+        Some(p) if unsafe { (*p).reason } == SINCE_RUNNABLE => unsafe { (*p).ns },
         _ => {
             increment(counter::START_NOT_SEEN);
             return 0;
         }
     };
-    let _ = GOROUTINE_SINCE.remove(&key);
     let waited = now().wrapping_sub(since);
     let bucket = latency_bucket(waited) as usize;
     unsafe {
