@@ -286,7 +286,7 @@ fn check_blocking(
 }
 
 #[test]
-fn blocked_time_and_creation_sites_match_the_program_for_every_go_version() {
+fn goroutine_blocked_time_and_creation_sites_match_the_program_for_every_go_version() {
     assert_root();
     let _serial = serial();
     let mut failures = Vec::new();
