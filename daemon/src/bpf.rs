@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use aya::{Ebpf, EbpfLoader};
 
 /// The eBPF object built by `cargo xtask build`, embedded in the binary.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LOUPE_BPF_OBJECT"));
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LOUPE_BPF_OBJECT"));
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 

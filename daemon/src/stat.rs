@@ -21,8 +21,6 @@
 //!     "live": 958,               // end of the window; live = runtime.NumGoroutine()
 //!     "by_state": {"waiting": 950, "syscall": 2, "running": 1},   // the runtime's names
 //!     "by_wait_reason": {"chan receive": 400, "select": 200},     // its wait reasons
-//!     // with --goroutine-events only (uprobes on the runtime), over the window:
-//!     "created": 5000, "exited": 4990,   // goroutines started (`go` statements) and ended
 //!     "sched_latency": {         // runnable -> running waits over the window
 //!       "count": 80000,
 //!       "mean_ns": 350000, "p50_ns": 200000, "p99_ns": 2000000,
@@ -32,6 +30,14 @@
 //!                                // both ends of the window (/sched/latencies:seconds: one
 //!                                // wait in eight, mean from bucket midpoints, within
 //!                                // 12.5%; quantiles within a bucket, 25% wide)
+//!     },
+//!     // with --goroutine-events only (uprobes on the runtime), over the window:
+//!     "created": 5000, "exited": 4990,   // goroutines started (`go` statements) and ended
+//!     "blocked_by_wait_reason": {   // blocks that ended in the window (waiting -> runnable),
+//!       "chan receive": {"count": 4000, "total_ns": 8000000000}   // by the runtime's reason
+//!     },
+//!     "created_by_site": {       // goroutines created, by the function whose `go` statement
+//!       "main.spawn": 4990, "[other]": 3   // created them (the parent's function); top 20
 //!     }
 //!   },
 //!   "processes": [               // one entry per process, largest on-CPU time first,
@@ -105,7 +111,22 @@ pub struct GoroutineStat {
     pub exited: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sched_latency: Option<SchedLatency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_by_wait_reason: Option<BTreeMap<String, Blocked>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by_site: Option<BTreeMap<String, u64>>,
 }
+
+/// Time goroutines spent blocked for one wait reason: blocks that ended, and their sum.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Blocked {
+    pub count: u64,
+    pub total_ns: u64,
+}
+
+/// Creation sites kept by name in `created_by_site`; the rest are summed as [`OTHER_SITES`].
+pub const TOP_SITES: usize = 20;
+pub const OTHER_SITES: &str = "[other]";
 
 /// Runnable-to-running latency of goroutines.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -151,6 +172,20 @@ impl GoroutineStat {
                 .copied()
                 .unwrap_or(0)
         };
+        let labelled = |name: &'static str| {
+            window
+                .labelled_counters
+                .iter()
+                .filter(move |((p, n, _), _)| *p == pid && *n == name)
+                .map(|((_, _, label), value)| (label.clone(), *value))
+        };
+        let mut blocked: BTreeMap<String, Blocked> = BTreeMap::new();
+        for (reason, count) in labelled(goroutine_events::BLOCKED_COUNT) {
+            blocked.entry(reason).or_default().count = count;
+        }
+        for (reason, ns) in labelled(goroutine_events::BLOCKED_NS) {
+            blocked.entry(reason).or_default().total_ns = ns;
+        }
         Some(GoroutineStat {
             census: None,
             created: Some(counter(goroutine_events::CREATED)),
@@ -162,8 +197,22 @@ impl GoroutineStat {
                 p99_ns: histogram.quantile(0.99),
                 source: SOURCE_UPROBE,
             }),
+            blocked_by_wait_reason: Some(blocked),
+            created_by_site: Some(top_sites(labelled(goroutine_events::CREATED_BY_SITE))),
         })
     }
+}
+
+/// The [`TOP_SITES`] sites that created the most goroutines, and the others' sum.
+fn top_sites(sites: impl Iterator<Item = (String, u64)>) -> BTreeMap<String, u64> {
+    let mut all: Vec<(String, u64)> = sites.collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let rest: u64 = all.iter().skip(TOP_SITES).map(|(_, n)| n).sum();
+    let mut top: BTreeMap<String, u64> = all.into_iter().take(TOP_SITES).collect();
+    if rest > 0 {
+        *top.entry(OTHER_SITES.to_string()).or_default() += rest;
+    }
+    top
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -370,6 +419,26 @@ fn render_goroutines(g: &GoroutineStat, out: &mut dyn std::io::Write) -> std::io
             t(l.p99_ns)
         )?;
     }
+    if let Some(blocked) = g.blocked_by_wait_reason.as_ref().filter(|b| !b.is_empty()) {
+        let mut by_time: Vec<_> = blocked.iter().collect();
+        by_time.sort_by(|a, b| b.1.total_ns.cmp(&a.1.total_ns).then(a.0.cmp(b.0)));
+        writeln!(out, "  blocked (waiting to runnable), by wait reason:")?;
+        for (reason, b) in by_time {
+            writeln!(
+                out,
+                "    {reason:<28} {:>8} blocks {:>11} total, mean {}",
+                b.count,
+                t(b.total_ns),
+                t(b.total_ns / b.count.max(1))
+            )?;
+        }
+    }
+    if let Some(sites) = g.created_by_site.as_ref().filter(|s| !s.is_empty()) {
+        let mut by_count: Vec<_> = sites.iter().collect();
+        by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let list: Vec<String> = by_count.iter().map(|(f, n)| format!("{f} {n}")).collect();
+        writeln!(out, "  created by: {}", list.join(", "))?;
+    }
     Ok(())
 }
 
@@ -444,6 +513,9 @@ mod tests {
         render_goroutines(&g, &mut text).expect("table");
         let text = String::from_utf8_lossy(&text);
         assert!(text.contains("10 created, 9 exited"), "{text}");
+        // Blocked time and creation sites: absent labels are empty maps, not missing keys.
+        assert_eq!(g.blocked_by_wait_reason, Some(BTreeMap::new()));
+        assert_eq!(json["created_by_site"], serde_json::json!({}));
         // Another process, or a window without events: no section.
         assert!(report(&window, Some(11), "pid 11").goroutines.is_none());
         assert!(GoroutineStat::events(&window, 11).is_none());
@@ -478,6 +550,56 @@ mod tests {
         let text = String::from_utf8_lossy(&text);
         assert!(
             text.contains("the runtime's 1-in-8 sample): 4 waits"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn blocked_time_by_reason_and_the_top_creation_sites() {
+        let mut store = Store::default();
+        store
+            .histogram(HistogramKey {
+                name: goroutine_events::SCHED_LATENCY_HISTOGRAM,
+                pid: 10,
+            })
+            .record(1_000);
+        for (reason, n, ns) in [
+            ("chan receive", 3, 300),
+            ("sleep", 1, 50),
+            ("chan receive", 1, 20),
+        ] {
+            store.add_labelled_counter(10, goroutine_events::BLOCKED_COUNT, reason, n);
+            store.add_labelled_counter(10, goroutine_events::BLOCKED_NS, reason, ns);
+        }
+        // Another process's figures stay out of pid 10's section.
+        store.add_labelled_counter(11, goroutine_events::BLOCKED_COUNT, "select", 9);
+        for i in 0..TOP_SITES as u64 + 2 {
+            let site = format!("main.f{i:02}");
+            store.add_labelled_counter(10, goroutine_events::CREATED_BY_SITE, &site, 100 - i);
+        }
+        let window = store.take_window(HashMap::new(), Vec::new());
+        let g = report(&window, Some(10), "pid 10")
+            .goroutines
+            .expect("events");
+        let json = serde_json::to_value(&g).expect("json");
+        assert_eq!(
+            json["blocked_by_wait_reason"],
+            serde_json::json!({
+                "chan receive": {"count": 4, "total_ns": 320},
+                "sleep": {"count": 1, "total_ns": 50}
+            })
+        );
+        let sites = g.created_by_site.clone().expect("sites");
+        assert_eq!(sites.len(), TOP_SITES + 1);
+        assert_eq!(sites["main.f00"], 100);
+        // The two smallest (main.f20: 80, main.f21: 79) are summed.
+        assert_eq!(sites[OTHER_SITES], 80 + 79);
+        assert!(!sites.contains_key("main.f20"));
+        let mut text = Vec::new();
+        render_goroutines(&g, &mut text).expect("table");
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            text.contains("chan receive") && text.contains("main.f00 100"),
             "{text}"
         );
     }

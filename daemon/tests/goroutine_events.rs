@@ -2,7 +2,9 @@
 //! against the gevents fixture (fixtures/go/gevents) built by every Go toolchain in
 //! xtask/go-toolchains.txt, stripped and with symbols. Ground truth is the fixture's own
 //! report of its window: how many goroutines it started (all of which end), the runtime's
-//! own `/sched/latencies:seconds` reading over the window, and its computed output.
+//! own `/sched/latencies:seconds` reading over the window, and its computed output; in its
+//! "block" mode, its own clock around every blocking call of each kind, and how many
+//! goroutines each of its two starting functions created.
 
 mod common;
 
@@ -46,6 +48,13 @@ struct Fixture {
     lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
     pid: u32,
 }
+
+/// How far loupe's blocked-time figures may be from the fixture's own: the count (a
+/// runtime goroutine may block for the same reason meanwhile: at least one is allowed) and
+/// the total, which loupe takes from blocking to runnable and the fixture around the call
+/// (adding the wake-up's scheduling latency).
+const BLOCKED_COUNT_TOLERANCE: f64 = 0.02;
+const BLOCKED_TIME_TOLERANCE: f64 = 0.10;
 
 fn start_fixture(path: &Path, mode: &str) -> Fixture {
     let mut child = Command::new(path)
@@ -115,11 +124,12 @@ fn finish_fixture(fixture: Fixture) {
     assert_eq!(rest, ["bye"], "the traced fixture's last output");
 }
 
-/// One traced window of `binary`: (the fixture's report, loupe's goroutines section).
-fn traced_window(binary: &Path) -> (Value, Value) {
+/// One traced window of `binary` run in `mode`: (the fixture's report, loupe's goroutines
+/// section).
+fn traced_window(binary: &Path, mode: &str) -> (Value, Value) {
     let dir = temp_dir();
     let report = dir.path().join("stat.json");
-    let mut fixture = start_fixture(binary, "window");
+    let mut fixture = start_fixture(binary, mode);
     let (loupe, stderr) = start_stat(fixture.pid, &report, &["--goroutine-events"]);
     writeln!(fixture.stdin, "start").expect("start the window");
     let truth = next_json(&mut fixture.lines, "its window report");
@@ -185,7 +195,7 @@ fn goroutine_events_match_the_runtime_for_every_go_version() {
             let what = format!("go{version}/{name}");
             let binary = fixture(&what);
             for attempt in 1..=MEAN_ATTEMPTS {
-                let (truth, got) = traced_window(&binary);
+                let (truth, got) = traced_window(&binary, "window");
                 match check_window(&what, &truth, &got) {
                     Ok(()) => break,
                     Err(Mismatch::Mean(e)) if attempt < MEAN_ATTEMPTS => {
@@ -200,6 +210,178 @@ fn goroutine_events_match_the_runtime_for_every_go_version() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The runtime's wait reason for each kind of blocking call of the fixture's "block" mode in
+/// Go `version`: sync.Mutex.Lock got its own reason in 1.21 (before, `semacquire`).
+fn wait_reason_of(kind: &str, version: &str) -> String {
+    let minor: u32 = version
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("Go version {version} has no minor number"));
+    match kind {
+        "mutex" if minor >= 21 => "sync.Mutex.Lock",
+        "mutex" => "semacquire",
+        other => other,
+    }
+    .to_string()
+}
+
+/// Blocked time per wait reason and creation sites against the fixture's own figures.
+/// `whole_life`: loupe traced the program from its start, so the runtime's own start-up
+/// waits (runtime.gcenable waits twice on a channel) add to the counts: they may only be
+/// more than the program's.
+fn check_blocking(
+    what: &str,
+    version: &str,
+    truth: &Value,
+    got: &Value,
+    whole_life: bool,
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    let kinds = truth["blocked"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: no blocked figures in {truth}"));
+    for (kind, want) in kinds {
+        let reason = wait_reason_of(kind, version);
+        let have = &got["blocked_by_wait_reason"][&reason];
+        let (want_n, want_ns) = (
+            want["count"].as_u64().unwrap_or(0),
+            want["total_ns"].as_u64().unwrap_or(0),
+        );
+        let (n, ns) = (
+            have["count"].as_u64().unwrap_or(0),
+            have["total_ns"].as_u64().unwrap_or(0),
+        );
+        let count_slack = (want_n as f64 * BLOCKED_COUNT_TOLERANCE).max(1.0);
+        let count_off = if whole_life {
+            n < want_n
+        } else {
+            (n as f64 - want_n as f64).abs() > count_slack
+        };
+        let time_slack = want_ns as f64 * BLOCKED_TIME_TOLERANCE;
+        if want_n == 0 || count_off || (ns as f64 - want_ns as f64).abs() > time_slack {
+            errors.push(format!(
+                "{what}: \"{reason}\": the fixture blocked {want_n} times for {want_ns} ns, \
+                 loupe saw {n} blocks of {ns} ns in total"
+            ));
+        } else {
+            eprintln!(
+                "{what}: \"{reason}\": {n} blocks, {ns} ns (fixture: {want_n}, {want_ns} ns)"
+            );
+        }
+    }
+    for (site, want) in truth["created_by"].as_object().into_iter().flatten() {
+        let have = &got["created_by_site"][site];
+        if have.as_u64() != want.as_u64() {
+            errors.push(format!(
+                "{what}: {site} created {want} goroutines, loupe counted {have} \
+                 (created_by_site: {})",
+                got["created_by_site"]
+            ));
+        }
+    }
+    errors
+}
+
+#[test]
+fn goroutine_blocked_time_and_creation_sites_match_the_program_for_every_go_version() {
+    assert_root();
+    let _serial = serial();
+    let mut failures = Vec::new();
+    for (version, _) in go_toolchains() {
+        for name in ["gevents", "gevents.debug"] {
+            let what = format!("go{version}/{name}");
+            let (truth, got) = traced_window(&fixture(&what), "block");
+            failures.extend(check_blocking(&what, &version, &truth, &got, false));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `loupe stat --goroutine-events -- COMMAND`: the probe is in place before the runtime
+/// starts (the two goroutines runtime.gcenable starts before main are counted), every
+/// figure of the program's own window is seen, and the program runs as it does untraced.
+#[test]
+fn goroutine_events_of_a_launched_command() {
+    assert_root();
+    let _serial = serial();
+    let mut failures = Vec::new();
+    for (version, _) in go_toolchains() {
+        let what = format!("go{version}/gevents");
+        let binary = fixture(&what);
+        let dir = temp_dir();
+        let report = dir.path().join("stat.json");
+        let report_arg = report.to_str().expect("utf-8 path");
+        let binary_arg = binary.to_str().expect("utf-8 path");
+        let mut loupe = Command::new(loupe_bin())
+            .args(["stat", "--goroutine-events", "-o", report_arg, "--"])
+            .args([binary_arg, "block"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start loupe");
+        let mut stdin = loupe.stdin.take().expect("piped stdin");
+        let mut lines = BufReader::new(loupe.stdout.take().expect("piped stdout")).lines();
+        next_json(&mut lines, "its ready line");
+        writeln!(stdin, "start").expect("start the window");
+        let truth = next_json(&mut lines, "its block report");
+        drop(stdin);
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let output = loupe.wait_with_output().expect("wait for loupe");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{what}: loupe failed: {stderr}");
+        assert_eq!(rest, ["bye"], "{what}: the traced command's last output");
+        let text = std::fs::read_to_string(&report).unwrap_or_default();
+        let json: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{what}: the report is not JSON ({e}): {text}\n{stderr}"));
+        let got = &json["goroutines"];
+        let sites = &got["created_by_site"];
+        if sites["runtime.gcenable"].as_u64() != Some(2) {
+            failures.push(format!(
+                "{what}: runtime.gcenable starts 2 goroutines before main, loupe saw {sites}"
+            ));
+        }
+        let (created, exited) = (
+            got["created"].as_u64().unwrap_or(0),
+            got["exited"].as_u64().unwrap_or(0),
+        );
+        let by_sites: u64 = sites
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, n)| n.as_u64())
+            .sum();
+        let program = truth["created"].as_u64().unwrap_or(0);
+        if created != by_sites || exited < program || created < program + 2 {
+            failures.push(format!(
+                "{what}: created {created} (by site {by_sites}), exited {exited}; the program \
+                 created {program} after runtime.gcenable's 2"
+            ));
+        }
+        failures.extend(check_blocking(&what, &version, &truth, got, true));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn goroutine_events_warn_about_a_command_that_is_not_go() {
+    assert_root();
+    let output = Command::new(loupe_bin())
+        .args(["stat", "--goroutine-events", "--json", "--", "true"])
+        .output()
+        .expect("run loupe");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no goroutine events") && stderr.contains("is not a Go program"),
+        "{stderr}"
+    );
+    let json: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    assert!(json["goroutines"].is_null(), "{json}");
+    assert!(json["sched"]["oncpu_ns"].as_u64().is_some(), "{json}");
 }
 
 #[test]
@@ -233,5 +415,8 @@ fn goroutine_events_need_pids() {
         .expect("run loupe");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
-    assert!(stderr.contains("name them with --pid"), "{stderr}");
+    assert!(
+        stderr.contains("name them with --pid, or launch one"),
+        "{stderr}"
+    );
 }

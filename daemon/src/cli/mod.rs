@@ -2,6 +2,7 @@
 
 mod debug_sched;
 mod goroutines;
+mod launch;
 mod profile;
 mod session;
 mod stat;

@@ -69,10 +69,14 @@ async fn drive(
 ) -> anyhow::Result<Outcome> {
     let mut child = match spec {
         TargetSpec::Command(argv) => {
-            let child = tokio::process::Command::new(&argv[0])
-                .args(&argv[1..])
-                .spawn()
-                .with_context(|| format!("cannot start {}", argv[0].to_string_lossy()))?;
+            let mut command = tokio::process::Command::new(&argv[0]);
+            command.args(&argv[1..]);
+            let child = if session.attaches_before_exec() {
+                super::launch::spawn_held_before_exec(command, &session)
+            } else {
+                command.spawn().map_err(anyhow::Error::from)
+            }
+            .with_context(|| format!("cannot start {}", argv[0].to_string_lossy()))?;
             session.command_spawned()?;
             Some(child)
         }

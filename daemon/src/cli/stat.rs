@@ -42,7 +42,7 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
         offcpu_stacks: false,
     }];
     if args.goroutine_events {
-        capabilities.push(goroutine_events(&spec)?);
+        capabilities.extend(goroutine_events(&spec)?);
     }
     // Goroutine scheduling latency without probes: the runtime's own histogram, read now
     // and at the end of the window (a launched command's starts empty: read at the end).
@@ -162,26 +162,25 @@ fn runtime_latency_end(
     }
 }
 
-/// The goroutine event capability over the `--pid` processes: each one's probe points, read
-/// from its executable now, so a process that cannot be probed is named before tracing.
-/// With several processes, those that are not Go programs (or cannot be probed) are skipped
-/// with a warning, and the others traced.
-fn goroutine_events(spec: &TargetSpec) -> anyhow::Result<Capability> {
-    let TargetSpec::Pids(pids) = spec else {
-        bail!("--goroutine-events traces running Go programs: name them with --pid");
+/// The goroutine event capability over the `--pid` processes or the launched command: the
+/// probe points, read from the executables now, so a process that cannot be probed is
+/// named before tracing. With several processes, those that are not Go programs (or cannot
+/// be probed) are skipped with a warning, and the others traced; a command that cannot be
+/// probed is warned about and run without events.
+fn goroutine_events(spec: &TargetSpec) -> anyhow::Result<Option<Capability>> {
+    let pids = match spec {
+        TargetSpec::Pids(pids) => pids,
+        TargetSpec::Command(argv) => return Ok(command_events(&argv[0])),
+        TargetSpec::All => bail!(
+            "--goroutine-events traces Go programs: name them with --pid, or launch one \
+             (loupe stat --goroutine-events -- COMMAND)"
+        ),
     };
     let mut targets = Vec::new();
     for &pid in pids {
         match crate::goroutines::probes::probe_points(pid) {
             Ok(points) => {
-                if points.single_stepped {
-                    eprintln!(
-                        "loupe: warning: process {pid} ({}): the kernel single-steps its probed \
-                         instruction, each goroutine state change costs about 10x more than \
-                         with Go 1.21+ (see the README)",
-                        points.go_version
-                    );
-                }
+                warn_if_single_stepped(&format!("process {pid}"), &points);
                 targets.push((pid, points))
             }
             Err(e) if pids.len() == 1 => {
@@ -193,5 +192,49 @@ fn goroutine_events(spec: &TargetSpec) -> anyhow::Result<Capability> {
     if targets.is_empty() {
         bail!("--goroutine-events: none of the given processes can be probed");
     }
-    Ok(Capability::GoroutineEvents { targets })
+    Ok(Some(Capability::GoroutineEvents {
+        targets,
+        command: None,
+    }))
+}
+
+/// Goroutine events of the command to launch, probed from its first instruction (the
+/// file `program` resolves to, as its exec will); none, with a warning, if it cannot be.
+fn command_events(program: &std::ffi::OsStr) -> Option<Capability> {
+    let name = program.to_string_lossy();
+    // A command that cannot be found fails to start, with its own error, later.
+    let path = super::launch::resolve_executable(program)?;
+    match crate::goroutines::probes::probe_points_of_file(&path) {
+        Ok(points) => {
+            warn_if_single_stepped(&format!("command {name}"), &points);
+            Some(Capability::GoroutineEvents {
+                targets: Vec::new(),
+                command: Some(points),
+            })
+        }
+        Err(crate::goroutines::GoroutineError::NotGo { .. }) => {
+            eprintln!(
+                "loupe: warning: no goroutine events: {name} ({}) is not a Go program",
+                path.display()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!(
+                "loupe: warning: no goroutine events for {name} ({}): {e}",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+fn warn_if_single_stepped(what: &str, points: &crate::goroutines::probes::ProbePoints) {
+    if points.single_stepped {
+        eprintln!(
+            "loupe: warning: {what} ({}): the kernel single-steps its probed instruction, each \
+             goroutine state change costs about 10x more than with Go 1.21+ (see the README)",
+            points.go_version
+        );
+    }
 }

@@ -58,6 +58,12 @@ pub trait Collector: Send {
     /// The final drain, when the session stops: everything still in the kernel.
     fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), BpfError>;
 
+    /// The launched command exists (stopped before its exec): attach what must see it from
+    /// its first instruction and needs its pid (uprobes scoped to it).
+    fn command_started(&mut self, _ebpf: &mut aya::Ebpf, _pid: u32) -> Result<(), BpfError> {
+        Ok(())
+    }
+
     /// Cumulative sample and loss counters by name (`drop_*` are losses).
     fn counters(&self) -> Vec<(String, u64)>;
 }

@@ -82,7 +82,11 @@ pub fn map_sizes(capabilities: &[Capability], cpus: u32) -> Vec<(&'static str, u
         ]);
     }
     if !goroutines {
-        sizes.extend([("GOROUTINE_STATS", 1), ("GOROUTINE_RUNNABLE", 1)]);
+        sizes.extend([
+            ("GOROUTINE_STATS", 1),
+            ("GOROUTINE_SINCE", 1),
+            ("GOROUTINE_SITES", 1),
+        ]);
     }
 
     // Off-CPU stack copies come at the rate threads block, not a sampling rate: the full ring.
@@ -147,6 +151,28 @@ mod tests {
     }
 
     #[test]
+    fn every_sized_map_is_in_the_object() {
+        use object::{Object, ObjectSymbol};
+        let elf = object::File::parse(crate::bpf::OBJECT).expect("the eBPF object parses");
+        let names: std::collections::HashSet<&str> =
+            elf.symbols().filter_map(|s| s.name().ok()).collect();
+        // Every capability off, then every one on: between them, every name is sized.
+        for capabilities in [
+            vec![],
+            vec![
+                cpu(99),
+                Capability::Sched {
+                    offcpu_stacks: true,
+                },
+            ],
+        ] {
+            for (name, _) in map_sizes(&capabilities, 2) {
+                assert!(names.contains(name), "no map {name} in the eBPF object");
+            }
+        }
+    }
+
+    #[test]
     fn maps_of_capabilities_not_run_shrink_to_one_entry() {
         let totals_only = map_sizes(
             &[
@@ -157,11 +183,7 @@ mod tests {
             ],
             2,
         );
-        for name in [
-            "OFFCPU_USER_STACKS_0",
-            "OFFCPU_COUNTS_1",
-            "GOROUTINE_RUNNABLE",
-        ] {
+        for name in ["OFFCPU_USER_STACKS_0", "OFFCPU_COUNTS_1", "GOROUTINE_SINCE"] {
             assert_eq!(size(&totals_only, name), 1, "{name}");
         }
         assert!(totals_only.iter().all(|(n, _)| *n != "THREAD_STATS_0"));

@@ -72,9 +72,11 @@ pub enum Capability {
     /// when `offcpu_stacks`.
     Sched { offcpu_stacks: bool },
     /// Goroutine events of Go processes: uprobes on each one's runtime, at the probe points
-    /// found in its executable.
+    /// found in its executable; `command`: those of the command to launch, attached when it
+    /// exists and before it runs (see [`Session::command_started`]).
     GoroutineEvents {
         targets: Vec<(u32, crate::goroutines::probes::ProbePoints)>,
+        command: Option<crate::goroutines::probes::ProbePoints>,
     },
 }
 
@@ -125,6 +127,8 @@ enum Control {
     TakeWindow(mpsc::Sender<Window>),
     /// A launched command exists: stop adopting loupe's own children.
     CommandSpawned(mpsc::Sender<()>),
+    /// The command to launch was forked and waits before its exec: attach what needs its pid.
+    CommandStarted(u32, mpsc::Sender<Result<(), BpfError>>),
     /// Observe (true) or stop observing (false) a process.
     #[allow(dead_code)] // The node daemon's API adds and removes targets while running.
     Target(u32, bool, mpsc::Sender<Result<(), BpfError>>),
@@ -139,6 +143,9 @@ pub struct Session {
     wake: Arc<OwnedFd>,
     status: Arc<Mutex<Status>>,
     thread: Option<thread::JoinHandle<()>>,
+    /// Whether a capability must attach to the launched command between its fork and its
+    /// exec (so the front-end holds it there and calls [`Session::command_started`]).
+    attaches_before_exec: bool,
 }
 
 impl Session {
@@ -153,6 +160,15 @@ impl Session {
         // SAFETY: a fresh descriptor we own.
         let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
         let status = Arc::new(Mutex::new(Status::default()));
+        let attaches_before_exec = config.capabilities.iter().any(|c| {
+            matches!(
+                c,
+                Capability::GoroutineEvents {
+                    command: Some(_),
+                    ..
+                }
+            )
+        });
         let (control, control_rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread_wake = wake.clone();
@@ -179,6 +195,7 @@ impl Session {
                 wake,
                 status,
                 thread: Some(thread),
+                attaches_before_exec,
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -205,6 +222,18 @@ impl Session {
     /// Tells the engine the launched command now exists (see `TargetSpec::Command`).
     pub fn command_spawned(&self) -> Result<(), EngineError> {
         self.send(Control::CommandSpawned)
+    }
+
+    /// Whether the launched command must be held between its fork and its exec until
+    /// [`Session::command_started`] returns.
+    pub fn attaches_before_exec(&self) -> bool {
+        self.attaches_before_exec
+    }
+
+    /// The command to launch is forked (pid `pid`) and waits before its exec: attaches what
+    /// must see it from its first instruction.
+    pub fn command_started(&self, pid: u32) -> Result<(), EngineError> {
+        Ok(self.send(|tx| Control::CommandStarted(pid, tx))??)
     }
 
     /// Starts observing process `pid` (with its threads) while running.
@@ -262,7 +291,7 @@ fn drain_wake(fd: &OwnedFd) {
 /// The collection thread's state.
 struct Engine {
     /// Keeps the programs attached and the maps alive; dropped last.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     events: RingBuf<MapData>,
     targets: Targets,
     collectors: Vec<Box<dyn Collector>>,
@@ -306,8 +335,12 @@ impl Engine {
                         },
                     )?))
                 }
-                Capability::GoroutineEvents { targets } => attached.push(Box::new(
-                    collectors::goroutines::GoroutineCollector::attach(&mut ebpf, targets)?,
+                Capability::GoroutineEvents { targets, command } => attached.push(Box::new(
+                    collectors::goroutines::GoroutineCollector::attach(
+                        &mut ebpf,
+                        targets,
+                        command.clone(),
+                    )?,
                 )),
             }
         }
@@ -320,7 +353,7 @@ impl Engine {
             _ => HashSet::new(),
         };
         Ok(Engine {
-            _ebpf: ebpf,
+            ebpf,
             events,
             targets,
             collectors: attached,
@@ -366,6 +399,13 @@ impl Engine {
                     Ok(Control::CommandSpawned(reply)) => {
                         self.targets.spawned();
                         let _ = reply.send(());
+                    }
+                    Ok(Control::CommandStarted(pid, reply)) => {
+                        let result = self
+                            .collectors
+                            .iter_mut()
+                            .try_for_each(|c| c.command_started(&mut self.ebpf, pid));
+                        let _ = reply.send(result);
                     }
                     Ok(Control::Target(pid, observe, reply)) => {
                         let result = if observe {

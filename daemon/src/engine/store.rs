@@ -43,6 +43,9 @@ pub struct Store {
     pub histograms: HashMap<HistogramKey, LatencyHistogram>,
     /// Counters of whole processes (goroutines created, ...), by (pid, name).
     pub process_counters: BTreeMap<(u32, &'static str), u64>,
+    /// Counters of whole processes with a label (blocked time by wait reason, goroutines
+    /// by creation site, ...), by (pid, name, label).
+    pub labelled_counters: BTreeMap<(u32, &'static str, String), u64>,
     /// Processes that exited during the window (their figures are kept, and marked).
     pub exited: HashSet<u32>,
 }
@@ -56,6 +59,7 @@ impl Default for Store {
             threads: HashMap::new(),
             histograms: HashMap::new(),
             process_counters: BTreeMap::new(),
+            labelled_counters: BTreeMap::new(),
             exited: HashSet::new(),
         }
     }
@@ -89,6 +93,17 @@ impl Store {
 
     pub fn add_process_counter(&mut self, pid: u32, name: &'static str, value: u64) {
         let slot = self.process_counters.entry((pid, name)).or_default();
+        *slot = slot.saturating_add(value);
+    }
+
+    pub fn add_labelled_counter(&mut self, pid: u32, name: &'static str, label: &str, value: u64) {
+        if value == 0 {
+            return;
+        }
+        let slot = self
+            .labelled_counters
+            .entry((pid, name, label.to_string()))
+            .or_default();
         *slot = slot.saturating_add(value);
     }
 
@@ -130,6 +145,7 @@ impl Store {
             threads: finished.threads,
             histograms: finished.histograms,
             process_counters: finished.process_counters,
+            labelled_counters: finished.labelled_counters,
             exited: finished.exited,
             modules,
             counters,
@@ -146,6 +162,7 @@ pub struct Window {
     pub threads: HashMap<u32, ThreadCounters>,
     pub histograms: HashMap<HistogramKey, LatencyHistogram>,
     pub process_counters: BTreeMap<(u32, &'static str), u64>,
+    pub labelled_counters: BTreeMap<(u32, &'static str, String), u64>,
     pub exited: HashSet<u32>,
     pub modules: HashMap<ModuleId, Arc<Module>>,
     /// Sample and loss counters gathered during this window only, by name.
@@ -169,6 +186,10 @@ impl Window {
         }
         for (key, value) in later.process_counters {
             let slot = self.process_counters.entry(key).or_default();
+            *slot = slot.saturating_add(value);
+        }
+        for (key, value) in later.labelled_counters {
+            let slot = self.labelled_counters.entry(key).or_default();
             *slot = slot.saturating_add(value);
         }
         for (key, histogram) in later.histograms {

@@ -53,8 +53,7 @@ impl Binary {
         Self::parse(pid, path, data)
     }
 
-    /// Reads a Go executable file (no process): for tests and offline inspection.
-    #[cfg(test)]
+    /// Reads a Go executable file (no process): a command about to be launched, tests.
     pub fn from_file(path: &std::path::Path) -> Result<Binary, GoroutineError> {
         let file = File::open(path).map_err(|e| GoroutineError::Io {
             pid: 0,

@@ -1,8 +1,11 @@
 //! Where goroutine events are probed in a Go executable: the entry of `runtime.casgstatus`,
-//! found by name in the pclntab (so stripped binaries too), as a file offset for a uprobe.
+//! found by name in the pclntab (so stripped binaries too), as a file offset for a uprobe;
+//! the `g` fields the probe reads (from the release's layout, never guessed); and the names
+//! of what it counts (wait reasons, creation sites) from the same executable.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use loupe_ebpf::goroutines::GOffsets;
 use object::{Object, ObjectSegment};
 
 use super::{binary::Binary, GoroutineError};
@@ -26,11 +29,23 @@ pub struct ProbePoints {
     /// emulate (it emulates `push rbp`, how Go 1.21+ functions start; Go 1.19's
     /// `casgstatus` starts with `sub rsp`): every probe hit then costs several times more.
     pub single_stepped: bool,
+    /// Where `g.waitreason` and `g.gopc` are in this release's `runtime.g`.
+    pub offsets: GOffsets,
 }
 
 /// The probe points of process `pid`, or why it cannot be probed.
 pub fn probe_points(pid: u32) -> Result<ProbePoints, GoroutineError> {
     let binary = Binary::open(pid)?;
+    points(&binary, pid, PathBuf::from(format!("/proc/{pid}/exe")))
+}
+
+/// The probe points of the executable file `path` (a command not started yet).
+pub fn probe_points_of_file(path: &Path) -> Result<ProbePoints, GoroutineError> {
+    let binary = Binary::from_file(path)?;
+    points(&binary, 0, path.to_path_buf())
+}
+
+fn points(binary: &Binary, pid: u32, exe: PathBuf) -> Result<ProbePoints, GoroutineError> {
     if !SUPPORTED_MINORS.contains(&binary.minor) {
         return Err(GoroutineError::UnsupportedVersion {
             version: binary.version.clone(),
@@ -57,12 +72,76 @@ pub fn probe_points(pid: u32) -> Result<ProbePoints, GoroutineError> {
         .ok_or_else(|| not_found("the executable is no longer a readable ELF file".into()))?;
     let casgstatus = file_offset(&elf, range.start)
         .ok_or_else(|| not_found(format!("{CASGSTATUS} is in no loaded segment")))?;
+    let offset = |at: u64, field: &str| {
+        u32::try_from(at).map_err(|_| not_found(format!("runtime.g.{field} at offset {at}")))
+    };
+    let offsets = GOffsets {
+        waitreason: offset(binary.layout.waitreason, "waitreason")?,
+        gopc: offset(binary.layout.gopc, "gopc")?,
+    };
     Ok(ProbePoints {
-        exe: PathBuf::from(format!("/proc/{pid}/exe")),
+        exe,
         go_version: binary.version.clone(),
         casgstatus,
         single_stepped: code.first() != Some(&PUSH_RBP),
+        offsets,
     })
+}
+
+/// Names for what the probe counts in one process: its release's wait reason strings and
+/// the functions of its creation sites. Read from the executable when the probe is
+/// attached, as the process may be gone (with `/proc/PID/exe`) by the time it is reported.
+pub struct EventNames {
+    binary: Binary,
+    /// Load bias of the executable in the process, once it is mapped (a launched command is
+    /// probed before its exec).
+    bias: Option<u64>,
+}
+
+impl EventNames {
+    pub fn open(points: &ProbePoints) -> Result<EventNames, GoroutineError> {
+        Ok(EventNames {
+            binary: Binary::from_file(&points.exe)?,
+            bias: None,
+        })
+    }
+
+    /// The runtime's string for wait reason `index` (`"chan receive"`, ...).
+    pub fn wait_reason(&self, index: usize) -> String {
+        match self.binary.wait_reasons.get(index) {
+            Some(s) if !s.is_empty() => s.clone(),
+            _ => format!("[wait reason {index}]"),
+        }
+    }
+
+    /// The function that executed the `go` statement whose return address (`g.gopc`) is
+    /// `gopc` in process `pid`, as the census names creation sites: looked up at `gopc - 1`,
+    /// innermost inlined function first.
+    pub fn creation_site(&mut self, pid: u32, gopc: u64) -> Option<String> {
+        let bias = match self.bias {
+            Some(b) => b,
+            None => {
+                // A position-dependent executable (Go's default) is where it was linked,
+                // even once the process is gone.
+                let fixed = self
+                    .binary
+                    .elf()
+                    .is_some_and(|elf| elf.kind() == object::ObjectKind::Executable);
+                let b = if fixed {
+                    0
+                } else {
+                    self.binary.load_bias(pid).ok()?
+                };
+                self.bias = Some(b);
+                b
+            }
+        };
+        let frames = self
+            .binary
+            .table
+            .symbolize(gopc.wrapping_sub(1).wrapping_sub(bias))?;
+        frames.into_iter().next().map(|f| f.function)
+    }
 }
 
 /// `push rbp`, which x86 uprobes emulate without leaving the trap handler.

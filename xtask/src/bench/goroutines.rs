@@ -22,6 +22,9 @@ enum Tracing {
     Events,
 }
 
+/// Goroutine state changes `gevents bench` makes (counted by `casgstatus` probe hits).
+const STATE_CHANGES: f64 = 2.4e6;
+
 const TRACINGS: [Tracing; 3] = [Tracing::None, Tracing::Stat, Tracing::Events];
 
 impl Tracing {
@@ -116,7 +119,10 @@ pub fn run(rounds: usize) -> Result<()> {
                 times[index].push(t);
             }
         }
-        report += &format!("\nGo {version}\n\n| tracing | work time | slowdown |\n|---|---|---|\n");
+        report += &format!(
+            "\nGo {version}\n\n| tracing | work time | slowdown | added per state change |\n\
+             |---|---|---|---|\n"
+        );
         for (tracing, runs) in TRACINGS.iter().zip(&times) {
             let slowdown = median(
                 runs.iter()
@@ -124,10 +130,17 @@ pub fn run(rounds: usize) -> Result<()> {
                     .map(|(t, base)| t / base)
                     .collect(),
             );
+            let added = median(
+                runs.iter()
+                    .zip(&times[0])
+                    .map(|(t, base)| t - base)
+                    .collect(),
+            );
             report += &format!(
-                "| {} | {:.3} s | {slowdown:.2}x |\n",
+                "| {} | {:.3} s | {slowdown:.2}x | {:.2} us |\n",
                 tracing.label(),
-                median(runs.clone())
+                median(runs.clone()),
+                added / STATE_CHANGES * 1e6
             );
         }
     }
