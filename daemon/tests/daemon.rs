@@ -521,7 +521,8 @@ fn a_non_loopback_address_without_a_token_is_refused_with_the_reason() {
 }
 
 /// web/test/ui_test.mjs drives headless Chromium through the UI the daemon serves, while a
-/// workload runs; screenshots go to target/web-ui-test/.
+/// workload and a Go program run (the goroutines view of the Go program must show its own
+/// wait reason counts and creation sites); screenshots go to target/web-ui-test/.
 #[test]
 fn web_ui_shows_the_workload_in_headless_chromium() {
     assert_root();
@@ -537,8 +538,12 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
             .expect("npm install");
         assert!(status.success(), "npm install in web/test failed");
     }
-    let daemon = Daemon::start("window = \"2s\"\ncpu_frequency_hz = 49\n");
+    let daemon = Daemon::start(
+        "window = \"2s\"\ncpu_frequency_hz = 49\ngoroutine_census_interval = \"2s\"\n",
+    );
     let (mut hogs, pid) = start_hogs(1, 60);
+    let go_program = start_go_fixture("");
+    let go_pid = go_program.child.id();
     // The list and the flame graph need a stored window with the workload in it.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -554,6 +559,34 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
         assert!(Instant::now() < deadline, "hogs not listed with CPU: {p}");
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The goroutines link needs the census to have found the Go program.
+    loop {
+        let p = daemon.json("/api/v1/processes?window=5m");
+        let found = p["processes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["pid"] == go_pid && e["go"] == true);
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Go program is not listed as Go: {p}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // What the view must show, from the program itself: each wait reason's count (states
+    // without a reason, like syscall, are in the state table instead) and every creator.
+    let wait_reasons: Vec<String> = fixture_shown_states(&go_program)
+        .into_iter()
+        .filter(|(shown, _)| !["syscall", "running", "runnable"].contains(&shown.as_str()))
+        .map(|(reason, n)| format!("{reason}={n}"))
+        .collect();
+    let creators: Vec<String> = fixture_creators(&go_program)
+        .into_iter()
+        .map(|(creator, _)| creator)
+        .collect();
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web-ui-test");
     let result = Command::new(node)
         .arg(web_test.join("ui_test.mjs"))
@@ -564,6 +597,12 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
             "hogs",
             "--function",
             "hog",
+            "--go-pid",
+            &go_pid.to_string(),
+            "--go-wait-reasons",
+            &wait_reasons.join(";"),
+            "--go-functions",
+            &creators.join(","),
         ])
         .arg("--out")
         .arg(&out)
@@ -571,17 +610,20 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
         .expect("run node ui_test.mjs");
     let _ = hogs.kill();
     let _ = hogs.wait();
+    drop(go_program);
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(
         result.status.success(),
         "ui_test.mjs failed:\n{stdout}{}",
         String::from_utf8_lossy(&result.stderr)
     );
-    assert!(
-        out.join("flame-search.png").is_file(),
-        "no screenshot in {}",
-        out.display()
-    );
+    for shot in ["flame-search.png", "goroutines.png"] {
+        assert!(
+            out.join(shot).is_file(),
+            "no screenshot {shot} in {}",
+            out.display()
+        );
+    }
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -689,8 +731,12 @@ fn grafana_dashboards_get_data_from_a_prometheus_scraping_the_daemon() {
         String::from_utf8_lossy(&verify.stderr)
     );
 
-    let daemon = Daemon::start("window = \"2s\"\ncpu_frequency_hz = 49\n");
+    let daemon = Daemon::start(
+        "window = \"2s\"\ncpu_frequency_hz = 49\ngoroutine_census_interval = \"2s\"\n",
+    );
     let (mut hogs, _) = start_hogs(3, 90);
+    // The Go panels need a Go program for the census to count.
+    let go_program = start_go_fixture("");
     let prom_addr = free_loopback_addr();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("prometheus.yml");
@@ -713,7 +759,7 @@ fn grafana_dashboards_get_data_from_a_prometheus_scraping_the_daemon() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start prometheus");
-    let queries = dashboard_queries("hogs");
+    let queries = dashboard_queries("hogs|goroutines");
     // Every panel has data once a few windows were scraped; allow a loaded host a minute.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut empty: Vec<String>;
@@ -747,6 +793,7 @@ fn grafana_dashboards_get_data_from_a_prometheus_scraping_the_daemon() {
     let _ = prom.wait();
     let _ = hogs.kill();
     let _ = hogs.wait();
+    drop(go_program);
     assert!(
         empty.is_empty(),
         "{} of {} dashboard queries returned no data:\n{}",
