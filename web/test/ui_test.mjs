@@ -13,7 +13,8 @@
 //   --out DIR            screenshots go here (default web/test/out)
 //   --chromium PATH      browser binary (default /usr/lib/chromium/chromium, then /usr/bin/chromium)
 //   --go-pid PID         a Go process in the list: its goroutines view is opened from the list's
-//                        "goroutines" link and checked against the two options below
+//                        "goroutines" link and checked against the two options below (with the
+//                        mock: one of its Go services, with the mock's numbers)
 //   --go-wait-reasons R  "chan receive=400;sleep=150": wait reasons the view must show, with counts
 //   --go-functions F     "main.spawnRecv,main.leakGoroutines": creation sites the view must name
 //
@@ -83,6 +84,13 @@ async function main() {
     mock = await startMock();
     base = mock.url;
     console.log(`using mock_server.py at ${base}`);
+  }
+  if (mock && !opts["go-pid"]) {
+    // The mock's Go services have made-up goroutines (mock_server.py GO_GROUPS).
+    const ps = await (await fetch(`${base}api/v1/processes`)).json();
+    opts["go-pid"] = String(ps.processes.find((p) => p.comm === "checkout-api" && p.go).pid);
+    opts["go-wait-reasons"] = "IO wait=412;chan receive=160;select=40;sync.Mutex.Lock=12";
+    opts["go-functions"] = "main.(*api).startWatchers,net/http.(*Server).Serve,main.(*pool).start";
   }
   const procName = opts.process ?? (mock ? "checkout-api" : null);
   const func = opts.function ?? (mock ? "sha256" : null);
