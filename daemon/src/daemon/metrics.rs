@@ -534,7 +534,11 @@ pub fn bpf_map_bytes() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::{attribution::ProcessInfo, store::ProcessFigures};
+    use crate::daemon::{
+        attribution::ProcessInfo,
+        census::{Figures, Round},
+        store::ProcessFigures,
+    };
     use std::{
         collections::BTreeMap,
         sync::Arc,
@@ -556,6 +560,63 @@ mod tests {
             runqueue: h,
             exited: false,
         }
+    }
+
+    fn go_round(figures: Vec<Figures>, errors: Vec<&'static str>) -> Round {
+        Round {
+            figures,
+            seconds: vec![0.004],
+            round_seconds: 0.005,
+            errors,
+            go_processes: 1,
+            not_counted: HashMap::from([("not_go", 7)]),
+        }
+    }
+
+    fn go_figures(pid: u32, states: &[(&str, u64)], reasons: &[(&str, u64)]) -> Figures {
+        let own = |pairs: &[(&str, u64)]| pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        Figures {
+            pid,
+            comm: "server".into(),
+            counts: crate::goroutines::report::Counts {
+                live: states.iter().map(|(_, n)| n).sum(),
+                by_state: own(states),
+                by_wait_reason: own(reasons),
+            },
+            leak_suspects: 3,
+        }
+    }
+
+    #[test]
+    fn goroutine_series_are_replaced_each_round() {
+        let m = Metrics::new(5).expect("metrics");
+        m.goroutine_round(&go_round(
+            vec![go_figures(
+                7,
+                &[("waiting", 10), ("running", 1)],
+                &[("chan receive", 6), ("select", 4)],
+            )],
+            vec![],
+        ));
+        let text = m.render().expect("render");
+        for want in [
+            "loupe_go_goroutines{comm=\"server\",pid=\"7\",state=\"waiting\"} 10",
+            "loupe_go_goroutines_waiting{comm=\"server\",pid=\"7\",wait_reason=\"chan receive\"} 6",
+            "loupe_go_goroutines_leak_suspects{comm=\"server\",pid=\"7\"} 3",
+            "loupe_go_processes{kind=\"not_go\"} 7",
+            "loupe_go_census_seconds_count 1",
+            "loupe_go_census_errors_total{reason=\"exited\"} 0",
+        ] {
+            assert!(text.contains(want), "{want} missing:\n{text}");
+        }
+        // Next round: process 7 exited mid-read; its series go, the error is counted.
+        m.goroutine_round(&go_round(vec![], vec!["exited"]));
+        let text = m.render().expect("render");
+        assert!(!text.contains("pid=\"7\""), "{text}");
+        assert!(
+            text.contains("loupe_go_census_errors_total{reason=\"exited\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]
