@@ -544,7 +544,8 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
         assert!(status.success(), "npm install in web/test failed");
     }
     let daemon = Daemon::start(
-        "window = \"2s\"\ncpu_frequency_hz = 49\ngoroutine_census_interval = \"2s\"\n",
+        "window = \"2s\"\ncpu_frequency_hz = 49\ngoroutine_census_interval = \"2s\"\n\
+         goroutine_census_processes = 1000\n",
     );
     let (mut hogs, pid) = start_hogs(1, 60);
     let go_program = start_go_fixture("");
@@ -737,7 +738,8 @@ fn grafana_dashboards_get_data_from_a_prometheus_scraping_the_daemon() {
     );
 
     let daemon = Daemon::start(
-        "window = \"2s\"\ncpu_frequency_hz = 49\ngoroutine_census_interval = \"2s\"\n",
+        "window = \"2s\"\ncpu_frequency_hz = 49\ngoroutine_census_interval = \"2s\"\n\
+         goroutine_census_processes = 1000\n",
     );
     let (mut hogs, _) = start_hogs(3, 90);
     // The Go panels need a Go program for the census to count.
@@ -859,7 +861,9 @@ fn debug_pprof_goroutine_matches_the_programs_own_count() {
 }
 
 /// The goroutines fixture (newest Go), started after the daemon so that its start lands in a
-/// stored window (an idle program may appear in none later).
+/// stored window (an idle program may appear in none later). The tests' daemons count up to
+/// 1000 Go processes per round, so that Go programs other tests run on this host with more CPU
+/// cannot push it out.
 fn start_go_fixture(mode: &str) -> running::Running {
     let (version, _) = go_toolchains().pop().expect("a Go toolchain");
     running::start(&fixture(&format!("go{version}/goroutines")), &[mode], || 0)
@@ -975,7 +979,8 @@ fn daemon_counts_goroutines_as_the_go_program_does() {
     let _serial = serial();
     let threshold = Duration::from_secs(2);
     let daemon = Daemon::start(
-        "window = \"2s\"\ngoroutine_census_interval = \"2s\"\ngoroutine_leak_threshold = \"2s\"\n",
+        "window = \"2s\"\ngoroutine_census_interval = \"2s\"\n\
+         goroutine_leak_threshold = \"2s\"\ngoroutine_census_processes = 1000\n",
     );
     let run = start_go_fixture("");
     let reported = Instant::now();
