@@ -203,7 +203,7 @@ impl Aggregator {
             start_time: meta.start_time,
             duration: meta.duration,
             frequency_hz: meta.frequency_hz,
-            frames,
+            frames: frames.into_iter().map(std::sync::Arc::new).collect(),
             samples,
             drops: meta.drops,
         }

@@ -135,8 +135,23 @@ pub fn is_privileged() -> bool {
     missing_capabilities().is_empty()
 }
 
-/// Loads every program and map of the object (programs still need `load` + `attach`).
+/// Loads every program and map of the object (programs still need `load` + `attach`), at
+/// the object's own map sizes.
 pub fn load() -> Result<Ebpf, BpfError> {
+    load_sized(&[])
+}
+
+/// CPUs the kernel may ever run the probes on (per-CPU maps and scratch slots).
+pub fn possible_cpus() -> Result<u32, BpfError> {
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| BpfError::Program {
+        what: format!("counting possible CPUs ({what})"),
+        source: aya::programs::ProgramError::IOError(e),
+    })?;
+    Ok(cpus as u32)
+}
+
+/// [`load`], with the maps named in `sizes` created with those entries (ring buffers: bytes).
+pub fn load_sized(sizes: &[(&str, u32)]) -> Result<Ebpf, BpfError> {
     let missing = missing_capabilities();
     if !missing.is_empty() {
         return Err(BpfError::NotPrivileged(missing));
@@ -146,22 +161,22 @@ pub fn load() -> Result<Ebpf, BpfError> {
     }
     ensure_tracefs()?;
     // One stack-copy slot per CPU the kernel may ever run the probes on.
-    let cpus = aya::util::nr_cpus().map_err(|(what, e)| BpfError::Program {
-        what: format!("counting possible CPUs ({what})"),
-        source: aya::programs::ProgramError::IOError(e),
-    })?;
-    EbpfLoader::new()
-        .map_max_entries("STACK_SCRATCH", cpus as u32)
-        .map_max_entries("OFFCPU_SCRATCH", cpus as u32)
-        .load(OBJECT)
-        .map_err(|e| match &e {
-            aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
-                if io_error.raw_os_error() == Some(libc::EPERM) =>
-            {
-                BpfError::NotPrivileged(missing_capabilities())
-            }
-            _ => BpfError::Load(e),
-        })
+    let cpus = possible_cpus()?;
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries("STACK_SCRATCH", cpus)
+        .map_max_entries("OFFCPU_SCRATCH", cpus);
+    for (name, entries) in sizes {
+        loader.map_max_entries(name, *entries);
+    }
+    loader.load(OBJECT).map_err(|e| match &e {
+        aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
+            if io_error.raw_os_error() == Some(libc::EPERM) =>
+        {
+            BpfError::NotPrivileged(missing_capabilities())
+        }
+        _ => BpfError::Load(e),
+    })
 }
 
 /// Mounts tracefs when it is not mounted (fresh machines), saying so on stderr.

@@ -5,7 +5,10 @@
 //! `render::*` turn it into files. Frames are interned once in `frames`; stacks refer to them
 //! by index, leaf first.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 /// Index into [`Profile::frames`].
 pub type FrameId = u32;
@@ -150,7 +153,8 @@ pub struct Profile {
     /// Sampling frequency for sampled types (each sample stands for `1 / frequency_hz` of CPU
     /// time); 0 for exact (event-based) types.
     pub frequency_hz: u64,
-    pub frames: Vec<Frame>,
+    /// Shared, so windows kept side by side (the daemon's store) hold each frame once.
+    pub frames: Vec<Arc<Frame>>,
     pub samples: Vec<Sample>,
     /// Loss counters by name (`drop_ringbuf_full`, ...), all reported even when zero.
     pub drops: Vec<(String, u64)>,
@@ -249,8 +253,8 @@ mod tests {
 #[derive(Default)]
 pub struct ProfileMerger {
     first: Option<Profile>,
-    frames: Vec<Frame>,
-    frame_ids: std::collections::HashMap<Frame, FrameId>,
+    frames: Vec<Arc<Frame>>,
+    frame_ids: std::collections::HashMap<Arc<Frame>, FrameId>,
     #[allow(clippy::type_complexity)]
     samples: std::collections::HashMap<
         (u32, u32, String, Vec<(String, String)>, Vec<FrameId>),
@@ -362,7 +366,7 @@ mod merge_tests {
             start_time: SystemTime::UNIX_EPOCH,
             duration: Duration::from_secs(1),
             frequency_hz: 100,
-            frames,
+            frames: frames.into_iter().map(Arc::new).collect(),
             samples: vec![Sample {
                 pid: 1,
                 tid: 1,

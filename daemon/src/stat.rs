@@ -23,9 +23,15 @@
 //!     "by_wait_reason": {"chan receive": 400, "select": 200},     // its wait reasons
 //!     // with --goroutine-events only (uprobes on the runtime), over the window:
 //!     "created": 5000, "exited": 4990,   // goroutines started (`go` statements) and ended
-//!     "sched_latency": {         // runnable -> running waits, every one (the runtime's
-//!       "count": 80000,          // /sched/latencies:seconds samples 1 in 8)
-//!       "mean_ns": 350000, "p50_ns": 200000, "p99_ns": 2000000
+//!     "sched_latency": {         // runnable -> running waits over the window
+//!       "count": 80000,
+//!       "mean_ns": 350000, "p50_ns": 200000, "p99_ns": 2000000,
+//!       "source": "uprobe"       // --goroutine-events: every wait, exact mean; without it
+//!                                // (always on, `--pid` or a command still running at the
+//!                                // end): "runtime", the runtime's own histogram read at
+//!                                // both ends of the window (/sched/latencies:seconds: one
+//!                                // wait in eight, mean from bucket midpoints, within
+//!                                // 12.5%; quantiles within a bucket, 25% wide)
 //!     }
 //!   },
 //!   "processes": [               // one entry per process, largest on-CPU time first,
@@ -108,6 +114,27 @@ pub struct SchedLatency {
     pub mean_ns: u64,
     pub p50_ns: u64,
     pub p99_ns: u64,
+    /// Where the figures come from: [`SOURCE_RUNTIME`] or [`SOURCE_UPROBE`].
+    pub source: &'static str,
+}
+
+/// The runtime's own histogram (`runtime.sched.timeToRun`), read twice: a sample (one
+/// wait in eight), a mean from bucket midpoints.
+pub const SOURCE_RUNTIME: &str = "runtime";
+/// `--goroutine-events`: every wait timed by uprobes, exact mean.
+pub const SOURCE_UPROBE: &str = "uprobe";
+
+impl SchedLatency {
+    /// The figures of the runtime's histogram over a window (a difference of two reads).
+    pub fn from_runtime(window: &crate::goroutines::sched_latency::RuntimeHistogram) -> Self {
+        SchedLatency {
+            count: window.count(),
+            mean_ns: window.mean_ns(),
+            p50_ns: window.quantile(0.5),
+            p99_ns: window.quantile(0.99),
+            source: SOURCE_RUNTIME,
+        }
+    }
 }
 
 impl GoroutineStat {
@@ -133,6 +160,7 @@ impl GoroutineStat {
                 mean_ns: histogram.mean_ns(),
                 p50_ns: histogram.quantile(0.5),
                 p99_ns: histogram.quantile(0.99),
+                source: SOURCE_UPROBE,
             }),
         })
     }
@@ -328,9 +356,14 @@ fn render_goroutines(g: &GoroutineStat, out: &mut dyn std::io::Write) -> std::io
         )?;
     }
     if let Some(l) = &g.sched_latency {
+        let source = if l.source == SOURCE_RUNTIME {
+            "the runtime's 1-in-8 sample"
+        } else {
+            "every wait"
+        };
         writeln!(
             out,
-            "  scheduling latency (runnable to running): {} waits, mean {}, p50 {}, p99 {}",
+            "  scheduling latency (runnable to running, {source}): {} waits, mean {}, p50 {}, p99 {}",
             l.count,
             t(l.mean_ns),
             t(l.p50_ns),
@@ -414,5 +447,38 @@ mod tests {
         // Another process, or a window without events: no section.
         assert!(report(&window, Some(11), "pid 11").goroutines.is_none());
         assert!(GoroutineStat::events(&window, 11).is_none());
+    }
+
+    #[test]
+    fn runtime_sched_latency_is_marked_as_the_runtimes_sample() {
+        use crate::goroutines::sched_latency::{RuntimeHistogram, Scheme};
+        let scheme = Scheme::Go120;
+        let mut counts = vec![0; scheme.buckets()];
+        // Sub-bucket 0 of bucket 1 ([256, 320) ns) and of bucket 5 ([4096, 5120) ns).
+        counts[4] = 3;
+        counts[20] = 1;
+        let h = RuntimeHistogram {
+            scheme,
+            counts,
+            underflow: 0,
+            overflow: 0,
+        };
+        let l = SchedLatency::from_runtime(&h);
+        assert_eq!((l.count, l.source), (4, SOURCE_RUNTIME));
+        assert_eq!(l.mean_ns, (3 * 288 + 4608) / 4);
+        assert!((256..320).contains(&l.p50_ns) && (4096..=5120).contains(&l.p99_ns));
+        let g = GoroutineStat {
+            sched_latency: Some(l),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&g).expect("json");
+        assert_eq!(json["sched_latency"]["source"], "runtime", "{json}");
+        let mut text = Vec::new();
+        render_goroutines(&g, &mut text).expect("table");
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            text.contains("the runtime's 1-in-8 sample): 4 waits"),
+            "{text}"
+        );
     }
 }

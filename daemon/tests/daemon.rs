@@ -737,6 +737,24 @@ fn grafana_dashboards_get_data_from_a_prometheus_scraping_the_daemon() {
         String::from_utf8_lossy(&verify.stderr)
     );
 
+    // The DaemonSet against the Kubernetes API's own schemas (no API server here).
+    let validator = std::env::var_os("LOUPE_KUBERNETES_VALIDATE")
+        .expect("LOUPE_KUBERNETES_VALIDATE is not set: run through `cargo xtask test`");
+    let manifest = deploy.join("kubernetes/daemonset.yaml");
+    let validate = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict"])
+        .arg(&manifest)
+        .env("PYTHONPATH", &validator)
+        .output()
+        .expect("python3 -m kubernetes_validate");
+    let report = String::from_utf8_lossy(&validate.stdout).to_string()
+        + &String::from_utf8_lossy(&validate.stderr);
+    assert!(
+        validate.status.success() && report.contains("passed for resource daemonset/loupe"),
+        "kubernetes-validate --strict {}: {report}",
+        manifest.display()
+    );
+
     let daemon = Daemon::start(
         "window = \"2s\"\ncpu_frequency_hz = 49\ngoroutine_census_interval = \"2s\"\n\
          goroutine_census_processes = 1000\n",

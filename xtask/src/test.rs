@@ -37,6 +37,10 @@ pub fn run(cargo_test_args: Vec<OsString>) -> Result<()> {
         .env("LOUPE_BIN", &loupe)
         .env("LOUPE_FIXTURES", &fixtures)
         .env(
+            "LOUPE_KUBERNETES_VALIDATE",
+            setup::kubernetes_validate_dir(),
+        )
+        .env(
             "LOUPE_GO_BINARIES",
             go_binaries
                 .iter()

@@ -8,6 +8,7 @@ use super::StatArgs;
 use crate::{
     collectors::targets::TargetSpec,
     engine::{Capability, Window},
+    goroutines::{sched_latency, GoroutineError},
     stat,
 };
 
@@ -43,6 +44,14 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
     if args.goroutine_events {
         capabilities.push(goroutine_events(&spec)?);
     }
+    // Goroutine scheduling latency without probes: the runtime's own histogram, read now
+    // and at the end of the window (a launched command's starts empty: read at the end).
+    let latency_start = match &spec {
+        TargetSpec::Pids(pids) if pids.len() == 1 && !args.goroutine_events => {
+            runtime_latency_start(pids[0])
+        }
+        _ => None,
+    };
     let mut total: Option<Window> = None;
     let outcome =
         super::session::collect(&spec, capabilities, duration, &announce, &mut |window| {
@@ -65,6 +74,17 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
                 .goroutines
                 .get_or_insert_with(Default::default)
                 .census = Some(census);
+        }
+        let latency = match (latency_start, &spec) {
+            (Some((reader, before)), _) => Some((reader, Some(before))),
+            (None, TargetSpec::Command(_)) => latency_reader(pid).map(|r| (r, None)),
+            _ => None,
+        };
+        if let Some(latency) = latency.and_then(|(r, before)| runtime_latency_end(&r, before)) {
+            report
+                .goroutines
+                .get_or_insert_with(Default::default)
+                .sched_latency = Some(latency);
         }
     }
     let json = serde_json::to_string_pretty(&report)? + "\n";
@@ -90,6 +110,56 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(outcome.exit_code)
+}
+
+/// The runtime scheduling latency reader of `pid`: None when it is not a Go process (or no
+/// longer runs); a Go process whose histogram cannot be read gets a warning.
+fn latency_reader(pid: u32) -> Option<sched_latency::Reader> {
+    match sched_latency::Reader::attach(pid) {
+        Ok(reader) => Some(reader),
+        Err(
+            GoroutineError::NotGo { .. }
+            | GoroutineError::NoExecutable { .. }
+            | GoroutineError::ProcessExited { .. },
+        ) => None,
+        Err(e) => {
+            eprintln!("loupe: warning: no goroutine scheduling latency: {e}");
+            None
+        }
+    }
+}
+
+/// The reader of a `--pid` Go process and its histogram at the start of the window.
+fn runtime_latency_start(
+    pid: u32,
+) -> Option<(sched_latency::Reader, sched_latency::RuntimeHistogram)> {
+    let reader = latency_reader(pid)?;
+    match reader.read() {
+        Ok(before) => Some((reader, before)),
+        Err(e) => {
+            eprintln!("loupe: warning: no goroutine scheduling latency: {e}");
+            None
+        }
+    }
+}
+
+/// The window's figures: what the runtime recorded since `before` (since the process
+/// started without one).
+fn runtime_latency_end(
+    reader: &sched_latency::Reader,
+    before: Option<sched_latency::RuntimeHistogram>,
+) -> Option<stat::SchedLatency> {
+    let window = match &before {
+        Some(before) => reader.since(before),
+        None => reader.read(),
+    };
+    match window {
+        Ok(w) => Some(stat::SchedLatency::from_runtime(&w)),
+        Err(e) => {
+            eprintln!("loupe: warning: no goroutine scheduling latency: {e}");
+            None
+        }
+    }
 }
 
 /// The goroutine event capability over the `--pid` processes: each one's probe points, read

@@ -21,6 +21,20 @@ pub struct ProcessInfo {
     pub pod: Option<String>,
 }
 
+impl ProcessInfo {
+    /// Heap bytes held (the struct behind its Arc included).
+    pub fn heap_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        size_of::<ProcessInfo>()
+            + 16
+            + self.comm.len()
+            + text(&self.exe)
+            + text(&self.container_id)
+            + text(&self.pod_uid)
+            + text(&self.pod)
+    }
+}
+
 /// The container id in a `/proc/PID/cgroup` file: the last path segment that is, or wraps,
 /// 64 hex digits (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>`, a bare
 /// `<id>` under cgroupfs kubepods or docker).

@@ -55,10 +55,13 @@ pub fn error_reason(e: &GoroutineError) -> &'static str {
         GoroutineError::NoExecutable { .. } | GoroutineError::NotGo { .. } => "not_go",
         GoroutineError::UnsupportedVersion { .. }
         | GoroutineError::AllgsNotFound { .. }
+        | GoroutineError::SchedNotFound { .. }
         | GoroutineError::GoTable { .. }
         | GoroutineError::Binary { .. } => "unsupported",
         GoroutineError::PermissionDenied { .. } => "denied",
-        GoroutineError::Unreadable { .. } | GoroutineError::Io { .. } => "unreadable",
+        GoroutineError::Unreadable { .. }
+        | GoroutineError::Io { .. }
+        | GoroutineError::HistogramWentBack { .. } => "unreadable",
     }
 }
 

@@ -11,6 +11,7 @@ pub mod census;
 pub mod config;
 pub mod metrics;
 pub mod store;
+pub mod stored;
 pub mod windows;
 
 use std::{
@@ -32,7 +33,7 @@ use crate::{
 
 pub use config::Config;
 use metrics::Metrics;
-use store::{StoredWindow, WindowStore};
+use store::{WindowData, WindowStore};
 
 /// How long shutdown waits for the engine to detach before exiting anyway (process exit
 /// closes every descriptor, which detaches whatever is left).
@@ -109,20 +110,21 @@ impl Shared {
     }
 
     /// Stores a symbolized window and accounts for it.
-    pub fn add_window(&self, window: StoredWindow) {
+    pub fn add_window(&self, window: WindowData) {
+        let stored = {
+            let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
+            let stored = store.push(window, SystemTime::now());
+            self.metrics
+                .store(store.len(), store.bytes(), store.dropped);
+            stored
+        };
         self.metrics
-            .add_window(&window, self.cpu_period_ns() as f64 / 1e9);
-        {
-            let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-            for (name, value) in &window.counters {
-                let slot = counters.entry(name.clone()).or_default();
-                *slot = slot.saturating_add(*value);
-            }
+            .add_window(&stored, self.cpu_period_ns() as f64 / 1e9);
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, value) in &stored.counters {
+            let slot = counters.entry(name.clone()).or_default();
+            *slot = slot.saturating_add(*value);
         }
-        let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
-        store.push(window, SystemTime::now());
-        self.metrics
-            .store(store.len(), store.bytes(), store.dropped);
     }
 }
 

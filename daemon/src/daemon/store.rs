@@ -1,5 +1,6 @@
 //! The profile store: symbolized windows in time order, kept for a retention period under a
 //! memory cap (oldest first out, counted), queried by time range and merged on read.
+//! Windows share their stacks and frames (`stored`); the cap counts those once.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -9,7 +10,10 @@ use std::{
 
 use crate::{histogram::LatencyHistogram, profile::Profile, profile::ProfileType};
 
-use super::attribution::ProcessInfo;
+use super::{
+    attribution::ProcessInfo,
+    stored::{Pools, StoredProfile},
+};
 
 /// One process's figures in one window.
 #[derive(Clone, Debug)]
@@ -22,16 +26,27 @@ pub struct ProcessFigures {
     pub exited: bool,
 }
 
-/// A finished, symbolized window.
+/// A finished, symbolized window, before the store keeps it.
 #[derive(Debug)]
-pub struct StoredWindow {
+pub struct WindowData {
     pub start: SystemTime,
     pub duration: Duration,
     pub profiles: BTreeMap<ProfileType, Profile>,
     pub processes: HashMap<u32, ProcessFigures>,
     /// Sample and loss counters gathered during this window, by name.
     pub counters: Vec<(String, u64)>,
-    /// Estimated heap bytes held (what the memory cap counts).
+}
+
+/// A window as the store keeps it.
+#[derive(Debug)]
+pub struct StoredWindow {
+    pub start: SystemTime,
+    pub duration: Duration,
+    pub profiles: BTreeMap<ProfileType, StoredProfile>,
+    pub processes: HashMap<u32, ProcessFigures>,
+    /// Sample and loss counters gathered during this window, by name.
+    pub counters: Vec<(String, u64)>,
+    /// Estimated heap bytes held besides the pools' (what the memory cap counts).
     pub bytes: u64,
 }
 
@@ -46,35 +61,32 @@ impl StoredWindow {
         self.start < to.max(from + Duration::from_nanos(1)) && self.end() > from
     }
 
-    /// An estimate of the heap bytes this window holds.
-    pub fn estimate_bytes(
-        profiles: &BTreeMap<ProfileType, Profile>,
-        processes: &HashMap<u32, ProcessFigures>,
-    ) -> u64 {
-        let mut bytes = 0usize;
-        for p in profiles.values() {
-            for f in &p.frames {
-                bytes += size_of_val(f)
-                    + f.function.len()
-                    + f.module.len()
-                    + f.file.as_ref().map_or(0, String::len);
-            }
-            for s in &p.samples {
-                bytes += size_of_val(s)
-                    + s.comm.len()
-                    + s.stack.len() * 4
-                    + s.values.len() * 8
-                    + s.labels
-                        .iter()
-                        .map(|(k, v)| k.len() + v.len() + 48)
-                        .sum::<usize>();
-            }
-        }
-        bytes += processes
+    /// The window's profile of `profile_type` for the processes `keep` accepts.
+    pub fn profile(
+        &self,
+        profile_type: ProfileType,
+        keep: &dyn Fn(u32) -> bool,
+    ) -> Option<Profile> {
+        self.profiles.get(&profile_type).map(|p| p.profile(keep))
+    }
+
+    fn estimate_bytes(&self) -> u64 {
+        let profiles: u64 = self.profiles.values().map(StoredProfile::bytes).sum();
+        // A process's attribution is shared by the windows it appears in: the first one
+        // (held by it and the attribution cache alone) counts it.
+        let processes = self
+            .processes
             .values()
-            .map(|p| size_of::<ProcessFigures>() + 64 + p.runqueue.heap_bytes())
+            .map(|p| {
+                let first = Arc::strong_count(&p.info) <= 2;
+                size_of::<ProcessFigures>()
+                    + 64
+                    + p.runqueue.heap_bytes()
+                    + if first { p.info.heap_bytes() } else { 0 }
+            })
             .sum::<usize>();
-        bytes as u64
+        let counters: usize = self.counters.iter().map(|(n, _)| n.len() + 32).sum();
+        profiles + (size_of::<StoredWindow>() + processes + counters) as u64
     }
 }
 
@@ -91,7 +103,9 @@ pub struct WindowStore {
     windows: VecDeque<Arc<StoredWindow>>,
     retention: Duration,
     max_bytes: u64,
+    /// The windows' own bytes (without the pools').
     bytes: u64,
+    pools: Pools,
     pub dropped: Dropped,
 }
 
@@ -102,15 +116,39 @@ impl WindowStore {
             retention,
             max_bytes,
             bytes: 0,
+            pools: Pools::default(),
             dropped: Dropped::default(),
         }
     }
 
     /// Adds the newest window, then drops what the retention and the cap no longer allow
     /// (the newest window is always kept, even alone over the cap).
-    pub fn push(&mut self, window: StoredWindow, now: SystemTime) {
+    pub fn push(&mut self, data: WindowData, now: SystemTime) -> Arc<StoredWindow> {
+        let profiles = data
+            .profiles
+            .into_iter()
+            .map(|(t, p)| (t, self.pools.store(p)))
+            .collect();
+        let mut window = StoredWindow {
+            start: data.start,
+            duration: data.duration,
+            profiles,
+            processes: data.processes,
+            counters: data.counters,
+            bytes: 0,
+        };
+        window.bytes = window.estimate_bytes();
+        log::debug!(
+            "stored window: {} bytes ({} in profiles, {} samples; {} processes), pools now {} bytes",
+            window.bytes,
+            window.profiles.values().map(StoredProfile::bytes).sum::<u64>(),
+            window.profiles.values().map(StoredProfile::len).sum::<usize>(),
+            window.processes.len(),
+            self.pools.bytes()
+        );
         self.bytes += window.bytes;
-        self.windows.push_back(Arc::new(window));
+        let window = Arc::new(window);
+        self.windows.push_back(Arc::clone(&window));
         let horizon = now
             .checked_sub(self.retention)
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -118,15 +156,18 @@ impl WindowStore {
             let oldest = &self.windows[0];
             if oldest.end() <= horizon {
                 self.dropped.expired += 1;
-            } else if self.bytes > self.max_bytes {
+            } else if self.bytes() > self.max_bytes {
                 self.dropped.memory += 1;
             } else {
                 break;
             }
             if let Some(w) = self.windows.pop_front() {
                 self.bytes -= w.bytes;
+                drop(w);
+                self.pools.release_unused();
             }
         }
+        window
     }
 
     /// Windows overlapping `[from, to)`, oldest first.
@@ -142,8 +183,14 @@ impl WindowStore {
         self.windows.len()
     }
 
+    /// Estimated heap bytes held: the windows and the stacks and frames they share.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.bytes + self.pools.bytes()
+    }
+
+    /// Distinct (frames, stacks) the stored windows hold.
+    pub fn shared_counts(&self) -> (usize, usize) {
+        self.pools.counts()
     }
 
     pub fn oldest(&self) -> Option<SystemTime> {
@@ -173,14 +220,15 @@ pub fn covered(
 mod tests {
     use super::*;
 
-    fn window(start_secs: u64, bytes: u64) -> StoredWindow {
-        StoredWindow {
+    /// A window whose estimate is `bytes`: its counters' names make up the difference.
+    fn window(start_secs: u64, bytes: u64) -> WindowData {
+        let base = (size_of::<StoredWindow>() + 32) as u64;
+        WindowData {
             start: SystemTime::UNIX_EPOCH + Duration::from_secs(start_secs),
             duration: Duration::from_secs(10),
             profiles: BTreeMap::new(),
             processes: HashMap::new(),
-            counters: Vec::new(),
-            bytes,
+            counters: vec![("x".repeat(bytes.saturating_sub(base) as usize), 0)],
         }
     }
 
@@ -190,12 +238,12 @@ mod tests {
 
     #[test]
     fn the_cap_drops_the_oldest_first_and_counts_them() {
-        let mut store = WindowStore::new(Duration::from_secs(3600), 250);
+        let mut store = WindowStore::new(Duration::from_secs(3600), 2500);
         for i in 0..5 {
-            store.push(window(1000 + i * 10, 100), at(1010 + i * 10));
+            store.push(window(1000 + i * 10, 1000), at(1010 + i * 10));
         }
         assert_eq!(store.len(), 2);
-        assert_eq!(store.bytes(), 200);
+        assert_eq!(store.bytes(), 2000);
         assert_eq!(store.oldest(), Some(at(1030)));
         assert_eq!(
             store.dropped,
@@ -205,8 +253,42 @@ mod tests {
             }
         );
         // A window alone over the cap is still kept.
-        store.push(window(1050, 1000), at(1060));
+        store.push(window(1050, 10_000), at(1060));
         assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn the_cap_counts_the_shared_stacks_once_and_releases_them_with_their_windows() {
+        use crate::render::testutil::{profile, sample, user};
+        let with_stack = |start: u64, functions: &[&str]| {
+            let mut w = window(start, 1000);
+            let frames = functions.iter().map(|f| user(f)).collect();
+            let stack: Vec<u32> = (0..functions.len() as u32).collect();
+            w.profiles.insert(
+                ProfileType::Cpu,
+                profile(frames, vec![sample(1, 1, "app", &stack, 1)]),
+            );
+            w
+        };
+        let mut store = WindowStore::new(Duration::from_secs(15), u64::MAX);
+        let first = store.push(with_stack(1000, &["main", "gone"]), at(1010));
+        let one_window = store.bytes();
+        store.push(with_stack(1010, &["main", "gone"]), at(1020));
+        // The second window's stack and frames are the first's.
+        assert!(store.bytes() < 2 * one_window);
+        assert_eq!(store.shared_counts(), (2, 1));
+        drop(first);
+        store.push(with_stack(1020, &["main"]), at(1030));
+        // The first window expired; its stack lives on in the second.
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.shared_counts(), (2, 2));
+        store.push(with_stack(1030, &["main"]), at(1040));
+        assert_eq!(store.shared_counts(), (1, 1));
+        let newest = store.range(at(1030), at(1040));
+        let p = newest[0]
+            .profile(ProfileType::Cpu, &|_| true)
+            .expect("cpu profile");
+        assert_eq!(p.frames[p.samples[0].stack[0] as usize].function, "main");
     }
 
     #[test]

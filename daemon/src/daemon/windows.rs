@@ -19,7 +19,7 @@ use crate::{
 
 use super::{
     attribution::Attribution,
-    store::{ProcessFigures, StoredWindow},
+    store::{ProcessFigures, WindowData},
     Shared,
 };
 
@@ -43,6 +43,7 @@ impl WindowThreads {
         let period = shared.config.window;
         let started = std::time::Instant::now();
         let mut last_state_line = started;
+        let ticker_shared = Arc::clone(&shared);
         thread::Builder::new()
             .name("loupe-windows".into())
             .spawn(move || loop {
@@ -57,12 +58,20 @@ impl WindowThreads {
                     if last_state_line.elapsed() >= STATE_LINE_EVERY {
                         last_state_line = std::time::Instant::now();
                         let st = s.status();
+                        let (windows, (frames, stacks), bytes) = {
+                            let store = ticker_shared.store.read().unwrap_or_else(|e| e.into_inner());
+                            (store.len(), store.shared_counts(), store.bytes())
+                        };
                         eprintln!(
-                            "loupe: [{}s] state: processes={} modules={} stacks={}",
+                            "loupe: [{}s] state: processes={} modules={} stacks={} windows={} stored_frames={} stored_stacks={} store_bytes={}",
                             started.elapsed().as_secs(),
                             st.processes,
                             st.modules,
-                            st.stacks
+                            st.stacks,
+                            windows,
+                            frames,
+                            stacks,
+                            bytes
                         );
                     }
                     s.take_window()
@@ -98,7 +107,7 @@ impl WindowThreads {
 }
 
 /// Symbolizes a finished window and gathers each process's figures.
-pub fn build(mut window: Window, shared: &Shared, attribution: &mut Attribution) -> StoredWindow {
+pub fn build(mut window: Window, shared: &Shared, attribution: &mut Attribution) -> WindowData {
     let started = Instant::now();
     let symbolizer = Symbolizer::default();
     let mut profiles = BTreeMap::new();
@@ -159,14 +168,12 @@ pub fn build(mut window: Window, shared: &Shared, attribution: &mut Attribution)
         })
         .collect();
     attribution.retain(|pid| processes.contains_key(&pid));
-    let bytes = StoredWindow::estimate_bytes(&profiles, &processes);
-    StoredWindow {
+    WindowData {
         start: window.start_time,
         duration: window.duration,
         profiles,
         processes,
         counters: std::mem::take(&mut window.counters),
-        bytes,
     }
 }
 

@@ -11,6 +11,7 @@
 //! slow symbolization never stalls sampling.
 
 pub mod collector;
+mod map_sizes;
 pub mod store;
 
 use std::{
@@ -281,7 +282,8 @@ struct Engine {
 
 impl Engine {
     fn attach(config: &SessionConfig) -> Result<Engine, BpfError> {
-        let mut ebpf = bpf::load()?;
+        let sizes = map_sizes::map_sizes(&config.capabilities, bpf::possible_cpus()?);
+        let mut ebpf = bpf::load_sized(&sizes)?;
         let targets = Targets::attach(&mut ebpf, &config.targets)?;
         let events = collectors::take_map(&mut ebpf, "EVENTS")?;
         let mut attached: Vec<Box<dyn Collector>> = Vec::new();

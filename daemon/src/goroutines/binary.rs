@@ -15,6 +15,7 @@ use crate::symbolize::go::GoTable;
 /// Symbols looked up in the ELF symbol table when there is one.
 pub const SYM_ALLGS: &str = "runtime.allgs";
 pub const SYM_WAIT_REASONS: &str = "runtime.waitReasonStrings";
+pub const SYM_SCHED: &str = "runtime.sched";
 
 /// Where a fact about the runtime came from (reported with the census, for trust).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,7 +97,7 @@ impl Binary {
         let mut symbols = HashMap::new();
         for s in elf.symbols() {
             if let Ok(name) = s.name() {
-                if name == SYM_ALLGS || name == SYM_WAIT_REASONS {
+                if [SYM_ALLGS, SYM_WAIT_REASONS, SYM_SCHED].contains(&name) {
                     symbols.insert(name.to_string(), (s.address(), s.size()));
                 }
             }

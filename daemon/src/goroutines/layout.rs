@@ -153,3 +153,99 @@ pub fn for_minor(minor: u32) -> Option<GLayout> {
         _ => None,
     }
 }
+
+/// Byte offsets (amd64) of the `runtime.schedt` fields the scheduling latency reader uses
+/// (see `sched_latency`): two to recognize the live `runtime.sched`, and the histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchedLayout {
+    /// `sched.goidgen` (uint64, `atomic.Uint64` from 1.20): goroutine ids handed out.
+    pub goidgen: u64,
+    /// `sched.maxmcount` (int32): the thread limit (10000 unless debug.SetMaxThreads).
+    pub maxmcount: u64,
+    /// `sched.timeToRun`: the runtime's `timeHistogram` of runnable-to-running latencies.
+    pub time_to_run: u64,
+}
+
+/// The struct types whose members [`sched_from_dwarf`] needs.
+pub const SCHED_DWARF_STRUCTS: [&str; 2] = ["runtime.schedt", "runtime.timeHistogram"];
+
+/// The `runtime.schedt` offsets described by a binary's DWARF, after checking that its
+/// `runtime.timeHistogram` is laid out as `histogram` says (counts, then underflow, then
+/// overflow when the release has one); else the first disagreement.
+pub fn sched_from_dwarf(
+    structs: &Structs,
+    histogram: &super::sched_latency::Scheme,
+) -> Result<SchedLayout, String> {
+    let member = |strukt: &str, name: &str| -> Result<Member, String> {
+        structs
+            .get(strukt)
+            .and_then(|s| s.get(name))
+            .copied()
+            .ok_or_else(|| format!("{strukt}.{name} is not in the DWARF"))
+    };
+    let sized = |strukt: &str, name: &str, size: u64| -> Result<u64, String> {
+        let m = member(strukt, name)?;
+        if m.size != Some(size) {
+            return Err(format!(
+                "{strukt}.{name} is {:?} bytes, expected {size}",
+                m.size
+            ));
+        }
+        Ok(m.offset)
+    };
+    let h = "runtime.timeHistogram";
+    let counts = sized(h, "counts", 8 * histogram.buckets() as u64)?;
+    let underflow = sized(h, "underflow", 8)?;
+    let overflow = member(h, "overflow").ok().map(|m| m.offset);
+    let expected = (0, histogram.underflow_offset(), histogram.overflow_offset());
+    if (counts, underflow, overflow) != expected {
+        return Err(format!(
+            "{h} has counts, underflow, overflow at {:?}, expected {expected:?}",
+            (counts, underflow, overflow)
+        ));
+    }
+    Ok(SchedLayout {
+        goidgen: sized("runtime.schedt", "goidgen", 8)?,
+        maxmcount: sized("runtime.schedt", "maxmcount", 4)?,
+        time_to_run: sized("runtime.schedt", "timeToRun", histogram.size())?,
+    })
+}
+
+/// Go 1.19 (go1.19.8).
+const SCHED19: SchedLayout = SchedLayout {
+    goidgen: 0,
+    maxmcount: 56,
+    time_to_run: 312,
+};
+
+/// Go 1.21, 1.23 and 1.24 (go1.21.13, go1.23.9, go1.24.11).
+const SCHED21: SchedLayout = SchedLayout {
+    time_to_run: 320,
+    ..SCHED19
+};
+
+/// Go 1.25 (go1.25.5).
+const SCHED25: SchedLayout = SchedLayout {
+    goidgen: 0,
+    maxmcount: 64,
+    time_to_run: 344,
+};
+
+/// Go 1.26 and 1.27 (go1.26.6, go1.27.3).
+const SCHED26: SchedLayout = SchedLayout {
+    goidgen: 0,
+    maxmcount: 80,
+    time_to_run: 360,
+};
+
+/// The `runtime.schedt` offsets of Go `1.<minor>` on amd64, if they were checked against
+/// that release's DWARF. Go 1.20 and 1.22 were not (no toolchain installed here): refused.
+pub fn sched_for_minor(minor: u32) -> Option<SchedLayout> {
+    match minor {
+        19 => Some(SCHED19),
+        21 | 23 | 24 => Some(SCHED21),
+        25 => Some(SCHED25),
+        26 | 27 => Some(SCHED26),
+        _ => None,
+    }
+}

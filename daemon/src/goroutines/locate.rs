@@ -35,15 +35,15 @@ pub enum Found {
     Code,
 }
 
-/// Link-time address of `runtime.allgs` from the code of its readers, best candidates
-/// first: targets referenced together with target+8 (pointer and length), ranked by
-/// whether target+16 (capacity) is referenced too, then by how many readers use them.
-pub fn candidates_from_code(bin: &Binary) -> Vec<u64> {
+/// Data-section addresses that the code of `functions` references RIP-relatively, each
+/// with how many of those functions reference it (functions the pclntab does not name, or
+/// whose code is not in the file, are passed over). Shared by every search for a runtime
+/// global in a stripped binary.
+pub fn referenced_data(bin: &Binary, functions: &[&str]) -> BTreeMap<u64, u32> {
     let data = bin.data_ranges();
     let in_data = |a: u64| data.iter().any(|r| r.contains(&a));
-    // target -> (readers referencing it)
     let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
-    for name in READERS {
+    for name in functions {
         let Some(range) = bin.table.function_range(name) else {
             continue;
         };
@@ -59,6 +59,14 @@ pub fn candidates_from_code(bin: &Binary) -> Vec<u64> {
             *seen.entry(t).or_default() += 1;
         }
     }
+    seen
+}
+
+/// Link-time address of `runtime.allgs` from the code of its readers, best candidates
+/// first: targets referenced together with target+8 (pointer and length), ranked by
+/// whether target+16 (capacity) is referenced too, then by how many readers use them.
+pub fn candidates_from_code(bin: &Binary) -> Vec<u64> {
+    let seen = referenced_data(bin, &READERS);
     let mut ranked: Vec<(bool, u32, u64)> = seen
         .iter()
         .filter(|&(&t, _)| t % 8 == 0 && seen.contains_key(&(t + 8)))
@@ -94,9 +102,11 @@ pub fn allgs(bin: &Binary, mem: &Memory, bias: u64) -> Result<(u64, Found), Goro
     })
 }
 
-enum Invalid {
+/// Why a candidate address was not accepted.
+pub enum Invalid {
     /// The process exited, or may not be read at all.
     Fatal(ReadError),
+    /// Not the variable searched for: why, for the error listing what was tried.
     Not(String),
 }
 

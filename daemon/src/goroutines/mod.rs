@@ -24,7 +24,8 @@
 //! RIP-relative operands), `locate` (allgs), `memory`, `stack` (unwinding parked stacks);
 //! then what is made of a census: `snapshot` (goroutines with names), `report` (the
 //! `loupe goroutines` views and JSON, the `loupe stat` section), `profile` (the goroutine
-//! profile).
+//! profile); and `sched_latency`, the runtime's own scheduling latency histogram, read the
+//! same way.
 
 mod binary;
 mod dwarf;
@@ -34,6 +35,7 @@ mod memory;
 pub mod probes;
 pub mod profile;
 pub mod report;
+pub mod sched_latency;
 pub mod snapshot;
 mod stack;
 mod waitreason;
@@ -81,6 +83,10 @@ pub enum GoroutineError {
     UnsupportedVersion { version: String, what: &'static str },
     #[error("Go binary built by {version}: runtime.allgs not found ({tried})")]
     AllgsNotFound { version: String, tried: String },
+    #[error("Go binary built by {version}: runtime.sched not found ({tried})")]
+    SchedNotFound { version: String, tried: String },
+    #[error("process {pid}: the runtime's scheduling latency histogram went backwards between two reads (was the process replaced?)")]
+    HistogramWentBack { pid: u32 },
     #[error(
         "not allowed to read the memory of process {pid}: run as root (or with CAP_SYS_PTRACE)"
     )]

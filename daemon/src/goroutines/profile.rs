@@ -76,7 +76,7 @@ pub fn profile(snapshot: &Snapshot, target: String) -> Profile {
         start_time: snapshot.taken_at,
         duration: Duration::ZERO,
         frequency_hz: 0,
-        frames,
+        frames: frames.into_iter().map(std::sync::Arc::new).collect(),
         samples,
         drops: vec![
             (DROP_SKIPPED.to_string(), snapshot.skipped),

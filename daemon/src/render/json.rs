@@ -147,7 +147,7 @@ impl<'a> Document<'a> {
             frames: profile
                 .frames
                 .iter()
-                .map(|f: &'a Frame| FrameJson {
+                .map(|f: &'a std::sync::Arc<Frame>| FrameJson {
                     function: &f.function,
                     module: &f.module,
                     file: f.file.as_deref(),

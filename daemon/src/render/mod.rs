@@ -137,6 +137,7 @@ fn frame(profile: &Profile, id: FrameId) -> Result<&Frame, RenderError> {
     profile
         .frames
         .get(id as usize)
+        .map(|f| &**f)
         .ok_or(RenderError::BadFrameId {
             id,
             frames: profile.frames.len(),
@@ -210,7 +211,7 @@ pub(crate) mod testutil {
             start_time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             duration: Duration::from_millis(2_500),
             frequency_hz: 100,
-            frames,
+            frames: frames.into_iter().map(std::sync::Arc::new).collect(),
             samples,
             drops: vec![
                 ("drop_ringbuf_full".to_string(), 0),

