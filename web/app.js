@@ -5,6 +5,7 @@ import { get, targetParams, isAbort } from "./api.js";
 import * as fmt from "./format.js";
 import { FlameGraph } from "./flame.js";
 import { renderHistogram } from "./histogram.js";
+import { renderGoroutines, THRESHOLDS } from "./goroutines.js";
 import { ProcessList, sameTarget } from "./proclist.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -14,12 +15,13 @@ const LIST_REFRESH_MS = 10000;
 
 // The whole UI state; the hash of the URL mirrors it (shareable, survives reloads).
 const state = {
-  view: "flame", // "flame" | "diff" | "hist:<name>"
+  view: "flame", // "flame" | "diff" | "hist:<name>" | "goroutines"
   type: "cpu",
   target: { kind: "all" },
   range: "5m", // a PRESETS key, or {from, to} in unix seconds
   base: "prev", // "prev", or {from, to} in unix seconds
   q: "",
+  older: "1m", // leak threshold of the goroutines view
 };
 
 let types = { types: [], histograms: [] };
@@ -31,9 +33,10 @@ let listShown = false;
 
 const tooltip = $("#tooltip");
 const flame = new FlameGraph($("#flame"), tooltip);
-const list = new ProcessList($("#list"), (target, label) => {
+const list = new ProcessList($("#list"), (target, label, view) => {
   state.target = target;
   targetLabel = label;
+  if (view) state.view = view;
   update();
 });
 
@@ -50,6 +53,7 @@ function readHash() {
   state.range = parseRange(h.get("range")) || "5m";
   state.base = parseRange(h.get("base")) || "prev";
   state.q = h.get("q") || "";
+  if (THRESHOLDS.includes(h.get("older"))) state.older = h.get("older");
 }
 
 function parseRange(s) {
@@ -70,6 +74,7 @@ function writeHash() {
   });
   if (state.view === "diff" && state.base !== "prev") h.set("base", r(state.base));
   if (state.q) h.set("q", state.q);
+  if (state.view === "goroutines") h.set("older", state.older);
   history.replaceState(null, "", `#${h}`);
 }
 
@@ -128,6 +133,7 @@ async function loadProcesses() {
     list.setData(processes);
     performance.mark("loupe-list-rendered");
     list.select(state.target);
+    if (ready) renderControls(); // the goroutines tab follows what the daemon knows of Go
     if (!listShown) list.reveal(); // a link to a process opens with its row in view
     listShown = true;
     updateTitle();
@@ -154,7 +160,8 @@ async function loadView() {
   const flameView = view === "flame" || view === "diff";
   $("#flame").hidden = !flameView;
   $("#flame-tools").hidden = !flameView;
-  $("#hist").hidden = flameView;
+  $("#hist").hidden = flameView || view === "goroutines";
+  $("#gor").hidden = view !== "goroutines";
   const typeInfo = types.types.find((t) => t.type === state.type);
   if (flameView && typeInfo && !typeInfo.enabled) {
     flame.clear();
@@ -165,6 +172,7 @@ async function loadView() {
   try {
     if (view === "flame") await loadFlame();
     else if (view === "diff") await loadDiff();
+    else if (view === "goroutines") await loadGoroutines();
     else await loadHistogram(view.slice(5));
   } catch (e) {
     if (isAbort(e)) return;
@@ -230,6 +238,31 @@ async function loadHistogram(name) {
   host.prepend(note);
 }
 
+// The goroutines view is offered for a process not known to be anything but Go (the daemon
+// finds out on the first census: `go` is null until then).
+function goroutinesOffered() {
+  const t = state.target;
+  if (t.kind !== "pid") return false;
+  return processes.find((p) => p.pid === t.id)?.go !== false;
+}
+
+async function loadGoroutines() {
+  const host = $("#gor");
+  if (state.target.kind !== "pid") {
+    host.textContent = "";
+    showMessage("Goroutines are counted per process: pick a Go process in the list.", "info");
+    return;
+  }
+  const doc = await load(() => get("goroutines", { pid: state.target.id, older_than: state.older }, "view"));
+  showMessage("", "info");
+  renderGoroutines(host, doc, state.older);
+  performance.mark("loupe-goroutines-rendered");
+  $("#gor-threshold").addEventListener("change", (e) => {
+    state.older = e.target.value;
+    loadView();
+  });
+}
+
 function applySearch() {
   const r = flame.setSearch(state.q);
   const m = $("#match");
@@ -244,6 +277,7 @@ function applySearch() {
 function renderControls() {
   const views = $("#views");
   const want = [["flame", "Flame graph"], ["diff", "Diff"], ...types.histograms.map((h) => [`hist:${h.name}`, h.label, h])];
+  if (goroutinesOffered()) want.push(["goroutines", "Goroutines"]);
   views.innerHTML = want
     .map(([id, label, h]) => {
       const dis = h && !h.enabled;
@@ -252,6 +286,8 @@ function renderControls() {
     .join("");
   const flameView = state.view === "flame" || state.view === "diff";
   $("#types").hidden = !flameView;
+  $("#ranges").hidden = state.view === "goroutines"; // a census is of now
+  if (state.view === "goroutines") $("#custom").hidden = true;
   $("#types").innerHTML = types.types
     .map(
       (t) =>
@@ -348,6 +384,7 @@ flame.onZoom = renderCrumbs;
 // ------------------------------------------------------------------ events
 
 function update() {
+  if (state.view === "goroutines" && state.target.kind !== "pid") state.view = "flame";
   list.select(state.target);
   updateTitle();
   loadView();
@@ -519,6 +556,7 @@ document.addEventListener("keydown", (e) => {
     p: () => setView("flame"),
     d: () => setView("diff"),
     h: () => setView("hist"),
+    o: () => goroutinesOffered() && setView("goroutines"),
     c: () => {
       const on = types.types.filter((t) => t.enabled);
       const i = on.findIndex((t) => t.type === state.type);

@@ -53,7 +53,10 @@ export class ProcessList {
     });
     this.body.addEventListener("click", (e) => {
       const tr = e.target.closest("tr[data-i]");
-      if (tr) this.#choose(+tr.dataset.i);
+      if (!tr) return;
+      const go = e.target.closest(".go-link");
+      if (go) e.preventDefault();
+      this.#choose(+tr.dataset.i, go ? "goroutines" : undefined);
     });
     this.body.addEventListener("keydown", (e) => this.#key(e));
   }
@@ -122,6 +125,7 @@ export class ProcessList {
         offcpu: p.offcpu_seconds,
         runq: p.runq_p99_ns,
         dead: p.alive === false,
+        go: p.go === true && p.alive !== false,
         label: `${p.comm} (${p.pid})`,
       }));
     }
@@ -182,7 +186,7 @@ export class ProcessList {
       const on = sameTarget(r.target, sel);
       html.push(
         `<tr data-i="${i}" tabindex="${i === this.cursor ? 0 : -1}" aria-selected="${on}" aria-rowindex="${i + 2}" class="${r.host ? "host" : ""}${r.dead ? " dead" : ""}">` +
-          `<td class="name"><div class="comm">${fmt.escapeHtml(r.name)}</div><div class="sub">${fmt.escapeHtml(r.sub)}</div></td>` +
+          `<td class="name"><div class="comm">${fmt.escapeHtml(r.name)}</div><div class="sub">${fmt.escapeHtml(r.sub)}${r.go ? ' · <a href="#" class="go-link" title="Goroutines of this Go process (o)">goroutines</a>' : ""}</div></td>` +
           `<td class="num">${fmt.secondsShort(r.cpu)}</td>` +
           `<td class="num">${fmt.secondsShort(r.offcpu)}</td>` +
           `<td class="num">${r.runq == null ? "–" : fmt.ns(r.runq)}</td></tr>`,
@@ -221,11 +225,11 @@ export class ProcessList {
     this.body.querySelector(`tr[data-i="${i}"]`)?.focus({ preventScroll: true });
   }
 
-  #choose(i) {
+  #choose(i, view) {
     const row = this.rows[i];
     this.cursor = i;
     this.select(row.target);
-    this.onSelect(row.target, row.label);
+    this.onSelect(row.target, row.label, view);
   }
 
   #key(e) {

@@ -392,26 +392,7 @@ fn daemon_serves_processes_profiles_metrics_and_exits_clean_on_sigterm() {
     // 5. /metrics passes promtool, with the workload's own series.
     let (status, metrics) = daemon.get("/metrics");
     assert_eq!(status, 200);
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool (apt-get install prometheus)");
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&metrics)
-        .expect("feed promtool");
-    let checked = promtool.wait_with_output().expect("promtool");
-    assert!(
-        checked.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    promtool_check_metrics(&metrics);
     let metrics = String::from_utf8_lossy(&metrics);
     for family in [
         "loupe_cpu_samples_total{",
@@ -506,6 +487,30 @@ fn daemon_serves_processes_profiles_metrics_and_exits_clean_on_sigterm() {
     }
 }
 
+/// `promtool check metrics` accepts the exposition.
+fn promtool_check_metrics(metrics: &[u8]) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool (apt-get install prometheus)");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics)
+        .expect("feed promtool");
+    let checked = promtool.wait_with_output().expect("promtool");
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
 #[test]
 fn a_non_loopback_address_without_a_token_is_refused_with_the_reason() {
     let out = Command::new(loupe_bin())
@@ -521,7 +526,8 @@ fn a_non_loopback_address_without_a_token_is_refused_with_the_reason() {
 }
 
 /// web/test/ui_test.mjs drives headless Chromium through the UI the daemon serves, while a
-/// workload runs; screenshots go to target/web-ui-test/.
+/// workload and a Go program run (the goroutines view of the Go program must show its own
+/// wait reason counts and creation sites); screenshots go to target/web-ui-test/.
 #[test]
 fn web_ui_shows_the_workload_in_headless_chromium() {
     assert_root();
@@ -537,8 +543,13 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
             .expect("npm install");
         assert!(status.success(), "npm install in web/test failed");
     }
-    let daemon = Daemon::start("window = \"2s\"\ncpu_frequency_hz = 49\n");
+    let daemon = Daemon::start(
+        "window = \"2s\"\ncpu_frequency_hz = 49\ngoroutine_census_interval = \"2s\"\n\
+         goroutine_census_processes = 1000\n",
+    );
     let (mut hogs, pid) = start_hogs(1, 60);
+    let go_program = start_go_fixture("");
+    let go_pid = go_program.child.id();
     // The list and the flame graph need a stored window with the workload in it.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -554,6 +565,34 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
         assert!(Instant::now() < deadline, "hogs not listed with CPU: {p}");
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The goroutines link needs the census to have found the Go program.
+    loop {
+        let p = daemon.json("/api/v1/processes?window=5m");
+        let found = p["processes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["pid"] == go_pid && e["go"] == true);
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Go program is not listed as Go: {p}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // What the view must show, from the program itself: each wait reason's count (states
+    // without a reason, like syscall, are in the state table instead) and every creator.
+    let wait_reasons: Vec<String> = fixture_shown_states(&go_program)
+        .into_iter()
+        .filter(|(shown, _)| !["syscall", "running", "runnable"].contains(&shown.as_str()))
+        .map(|(reason, n)| format!("{reason}={n}"))
+        .collect();
+    let creators: Vec<String> = fixture_creators(&go_program)
+        .into_iter()
+        .map(|(creator, _)| creator)
+        .collect();
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web-ui-test");
     let result = Command::new(node)
         .arg(web_test.join("ui_test.mjs"))
@@ -564,6 +603,12 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
             "hogs",
             "--function",
             "hog",
+            "--go-pid",
+            &go_pid.to_string(),
+            "--go-wait-reasons",
+            &wait_reasons.join(";"),
+            "--go-functions",
+            &creators.join(","),
         ])
         .arg("--out")
         .arg(&out)
@@ -571,17 +616,20 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
         .expect("run node ui_test.mjs");
     let _ = hogs.kill();
     let _ = hogs.wait();
+    drop(go_program);
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(
         result.status.success(),
         "ui_test.mjs failed:\n{stdout}{}",
         String::from_utf8_lossy(&result.stderr)
     );
-    assert!(
-        out.join("flame-search.png").is_file(),
-        "no screenshot in {}",
-        out.display()
-    );
+    for shot in ["flame-search.png", "goroutines.png"] {
+        assert!(
+            out.join(shot).is_file(),
+            "no screenshot {shot} in {}",
+            out.display()
+        );
+    }
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -707,8 +755,13 @@ fn grafana_dashboards_get_data_from_a_prometheus_scraping_the_daemon() {
         manifest.display()
     );
 
-    let daemon = Daemon::start("window = \"2s\"\ncpu_frequency_hz = 49\n");
+    let daemon = Daemon::start(
+        "window = \"2s\"\ncpu_frequency_hz = 49\ngoroutine_census_interval = \"2s\"\n\
+         goroutine_census_processes = 1000\n",
+    );
     let (mut hogs, _) = start_hogs(3, 90);
+    // The Go panels need a Go program for the census to count.
+    let go_program = start_go_fixture("");
     let prom_addr = free_loopback_addr();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("prometheus.yml");
@@ -731,7 +784,7 @@ fn grafana_dashboards_get_data_from_a_prometheus_scraping_the_daemon() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start prometheus");
-    let queries = dashboard_queries("hogs");
+    let queries = dashboard_queries("hogs|goroutines");
     // Every panel has data once a few windows were scraped; allow a loaded host a minute.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut empty: Vec<String>;
@@ -765,6 +818,7 @@ fn grafana_dashboards_get_data_from_a_prometheus_scraping_the_daemon() {
     let _ = prom.wait();
     let _ = hogs.kill();
     let _ = hogs.wait();
+    drop(go_program);
     assert!(
         empty.is_empty(),
         "{} of {} dashboard queries returned no data:\n{}",
@@ -822,4 +876,302 @@ fn debug_pprof_goroutine_matches_the_programs_own_count() {
     assert_eq!(status, 404);
     let (status, _) = daemon.get("/debug/pprof/goroutine");
     assert_eq!(status, 400);
+}
+
+/// The goroutines fixture (newest Go), started after the daemon so that its start lands in a
+/// stored window (an idle program may appear in none later). The tests' daemons count up to
+/// 1000 Go processes per round, so that Go programs other tests run on this host with more CPU
+/// cannot push it out.
+fn start_go_fixture(mode: &str) -> running::Running {
+    let (version, _) = go_toolchains().pop().expect("a Go toolchain");
+    running::start(&fixture(&format!("go{version}/goroutines")), &[mode], || 0)
+}
+
+/// What the fixture's runtime traceback printed in brackets -> count, for every goroutine:
+/// the wait reason of a waiting goroutine, the state of the others (main's is `select (no
+/// cases)`, where it parks after its report).
+fn fixture_shown_states(run: &running::Running) -> std::collections::BTreeMap<String, u64> {
+    let mut shown: std::collections::BTreeMap<String, u64> = run.report["others"]
+        .as_object()
+        .expect("others")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
+        .collect();
+    *shown.entry("select (no cases)".into()).or_default() += 1;
+    shown
+}
+
+/// (creator function, count) of each group the fixture parked.
+fn fixture_creators(run: &running::Running) -> Vec<(String, u64)> {
+    run.report["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["creator"].as_str().expect("creator").to_string(),
+                g["count"].as_u64().expect("count"),
+            )
+        })
+        .collect()
+}
+
+/// The bracketed states, made from counts by state and by wait reason (a waiting goroutine
+/// shows its reason; one without a reason, its state).
+fn shown_from(
+    by_state: &std::collections::BTreeMap<String, u64>,
+    by_reason: &std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut shown = by_reason.clone();
+    let with_reason: u64 = by_reason.values().sum();
+    for (state, n) in by_state {
+        let n = if state == "waiting" {
+            n - with_reason
+        } else {
+            *n
+        };
+        if n > 0 {
+            *shown.entry(state.clone()).or_default() += n;
+        }
+    }
+    shown
+}
+
+fn json_counts(v: &Value) -> std::collections::BTreeMap<String, u64> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .iter()
+        .map(|(k, n)| (k.clone(), n.as_u64().expect("count")))
+        .collect()
+}
+
+/// The value of every series of `family` whose labels include `pid="PID"`, keyed by the
+/// value of `label` (exposition lines like `name{comm="x",pid="1",state="waiting"} 956`).
+fn series_of(
+    metrics: &str,
+    family: &str,
+    pid: u32,
+    label: &str,
+) -> std::collections::BTreeMap<String, u64> {
+    let pid_label = format!("pid=\"{pid}\"");
+    let mut out = std::collections::BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix(family).and_then(|r| r.strip_prefix('{')) else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        if !labels.split(',').any(|l| l == pid_label) {
+            continue;
+        }
+        let key = labels
+            .split(&format!("{label}=\""))
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .unwrap_or("")
+            .to_string();
+        out.insert(key, value.trim().parse::<f64>().expect("value") as u64);
+    }
+    out
+}
+
+/// A scalar series value (`name{labels} v` or `name v`) of the first line starting with
+/// `prefix`.
+fn metric_value(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// The daemon's periodic census and `/api/v1/goroutines` against the Go program's own
+/// numbers: runtime.NumGoroutine(), the states its runtime's traceback printed, the creator
+/// of each group it parked; the leak suspects once every parked goroutine has been blocked
+/// past the threshold; a non-Go, unknown or malformed pid gets a 4xx with the reason; the
+/// series of a program that exits go away. Prints the measured census cost.
+#[test]
+fn daemon_counts_goroutines_as_the_go_program_does() {
+    assert_root();
+    let _serial = serial();
+    let threshold = Duration::from_secs(2);
+    let daemon = Daemon::start(
+        "window = \"2s\"\ngoroutine_census_interval = \"2s\"\n\
+         goroutine_leak_threshold = \"2s\"\ngoroutine_census_processes = 1000\n",
+    );
+    let run = start_go_fixture("");
+    let reported = Instant::now();
+    let pid = run.child.id();
+    let live = run.report["num_goroutine"].as_u64().expect("num_goroutine");
+    let shown = fixture_shown_states(&run);
+    let creators = fixture_creators(&run);
+    let parked: u64 = creators.iter().map(|(_, n)| n).sum();
+
+    // 1. /metrics: the periodic census counts what the runtime counts, once every parked
+    // goroutine waited past the threshold (the GCs stamped them before the report).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen;
+    loop {
+        let (status, body) = daemon.get("/metrics");
+        assert_eq!(status, 200);
+        let text = String::from_utf8_lossy(&body).to_string();
+        let by_state = series_of(&text, "loupe_go_goroutines", pid, "state");
+        let by_reason = series_of(&text, "loupe_go_goroutines_waiting", pid, "wait_reason");
+        let suspects = series_of(&text, "loupe_go_goroutines_leak_suspects", pid, "pid");
+        let ok = by_state.values().sum::<u64>() == live
+            && shown_from(&by_state, &by_reason) == shown
+            && reported.elapsed() > threshold + Duration::from_secs(3)
+            && suspects.values().next() == Some(&parked);
+        seen = format!(
+            "by state {by_state:?}, by reason {by_reason:?}, suspects {suspects:?}; \
+             the program: {live} goroutines, shown {shown:?}, {parked} parked"
+        );
+        if ok {
+            let count = metric_value(&text, "loupe_go_census_seconds_count").unwrap_or(0.0);
+            let sum = metric_value(&text, "loupe_go_census_seconds_sum").unwrap_or(0.0);
+            let round = metric_value(&text, "loupe_go_census_round_seconds").unwrap_or(0.0);
+            assert!(count >= 1.0, "no census counted: {text}");
+            // With the Go families filled in, the exposition still passes promtool.
+            promtool_check_metrics(text.as_bytes());
+            eprintln!(
+                "census cost: {:.1} ms per process ({count} censuses of {live} goroutines), \
+                 latest round {:.1} ms",
+                sum / count * 1e3,
+                round * 1e3
+            );
+            assert!(
+                metric_value(&text, "loupe_go_processes{kind=\"go\"}") >= Some(1.0),
+                "{text}"
+            );
+            assert!(
+                metric_value(&text, "loupe_go_processes{kind=\"not_go\"}") >= Some(1.0),
+                "non-Go processes are remembered as such: {text}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/metrics never matched the program: {seen}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // 2. The API: the same counts, every group's creator, and the leak view.
+    let doc = daemon.json(&format!("/api/v1/goroutines?pid={pid}"));
+    assert_eq!(doc["pid"], pid, "{doc}");
+    assert_eq!(doc["go_version"], run.report["go_version"]);
+    assert_eq!(
+        doc["live"].as_u64(),
+        Some(live),
+        "live vs runtime.NumGoroutine()"
+    );
+    assert_eq!(
+        shown_from(
+            &json_counts(&doc["by_state"]),
+            &json_counts(&doc["by_wait_reason"])
+        ),
+        shown
+    );
+    let groups = doc["groups"].as_array().expect("groups");
+    assert_eq!(
+        groups
+            .iter()
+            .map(|g| g["count"].as_u64().expect("n"))
+            .sum::<u64>(),
+        live
+    );
+    let leaks = &doc["leaks"];
+    assert_eq!(
+        leaks["older_than_ns"].as_u64(),
+        Some(2_000_000_000),
+        "{leaks}"
+    );
+    assert_eq!(leaks["count"].as_u64(), Some(parked), "{leaks}");
+    let leak_groups = leaks["groups"].as_array().expect("leak groups");
+    let sizes: Vec<u64> = leak_groups
+        .iter()
+        .map(|g| g["count"].as_u64().expect("n"))
+        .collect();
+    assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+    for (creator, count) in &creators {
+        for (what, list) in [("groups", groups), ("leak groups", leak_groups)] {
+            let created: u64 = list
+                .iter()
+                .filter(|g| g["created_by"]["function"] == creator.as_str())
+                .map(|g| g["count"].as_u64().expect("n"))
+                .sum();
+            assert_eq!(created, *count, "{what}: goroutines created by {creator}");
+        }
+    }
+    for g in groups {
+        let frames = g["stack"].as_array().expect("stack");
+        assert_eq!(
+            frames.last().map(|f| &f["function"]),
+            Some(&Value::from("runtime.goexit")),
+            "{g}"
+        );
+    }
+    // A threshold longer than the program has lived: no suspect.
+    let none = daemon.json(&format!("/api/v1/goroutines?pid={pid}&older_than=1h"));
+    assert_eq!(none["leaks"]["count"], 0, "{}", none["leaks"]);
+
+    // 3. Refusals: one line naming the problem.
+    for (path, status, names) in [
+        (
+            format!("/api/v1/goroutines?pid={}", daemon.pid()),
+            422,
+            "not a Go program".to_string(),
+        ),
+        (
+            "/api/v1/goroutines?pid=4194304".to_string(),
+            404,
+            "4194304".to_string(),
+        ),
+        (
+            "/api/v1/goroutines?pid=abc".to_string(),
+            400,
+            "pid".to_string(),
+        ),
+        ("/api/v1/goroutines".to_string(), 400, "pid".to_string()),
+        (
+            format!("/api/v1/goroutines?pid={pid}&older_than=soon"),
+            400,
+            "older_than".to_string(),
+        ),
+    ] {
+        let (got, body) = daemon.get(&path);
+        let v: Value = serde_json::from_slice(&body).expect("JSON error");
+        let text = v["error"].as_str().unwrap_or("").to_string();
+        assert_eq!(got, status, "{path}: {text}");
+        assert!(
+            text.contains(&names) && text.lines().count() == 1,
+            "{path}: {text}"
+        );
+    }
+    let processes = daemon.json("/api/v1/processes?window=10m");
+    let entry = processes["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .unwrap_or_else(|| panic!("the Go program (pid {pid}) is not listed"))
+        .clone();
+    assert_eq!(entry["go"], true, "{entry}");
+
+    // 4. The program exits: its series leave /metrics.
+    drop(run);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = daemon.get("/metrics");
+        let text = String::from_utf8_lossy(&body).to_string();
+        if series_of(&text, "loupe_go_goroutines", pid, "state").is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the series of exited pid {pid} are still in /metrics"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -39,6 +39,14 @@ class BadRequest(Exception):
     pass
 
 
+class Refused(Exception):
+    """An answer with another status than 400 (404, 422), with its one-line reason."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
 # ---------------------------------------------------------------- parameters (as API.md says)
 
 DUR_RE = re.compile(r"(\d+)(ms|s|m|h)")
@@ -581,6 +589,7 @@ class Api:
                 "cpu_seconds": round(p["cpu_rate"] * seconds * noise(f"c{p['pid']}{int(now // 10)}", 0.9, 1.1), 3),
                 "offcpu_seconds": round(p["offcpu_rate"] * seconds, 3),
                 "runq_p99_ns": int(p["runq_scale_ns"] * 12),
+                "go": p["program"] in GO_PROGRAMS,
             })
         return {"from": rfc3339(lo), "to": rfc3339(hi), "processes": out}
 
@@ -648,6 +657,62 @@ class Api:
     def types(self, q, now):
         return TYPES
 
+    def goroutines(self, q, now):
+        text = q.get("pid")
+        if text is None:
+            raise BadRequest("missing parameter pid (a Go process)")
+        if not text.isdigit() or int(text) == 0:
+            raise BadRequest(f'bad parameter pid: "{text}" is not a process id')
+        older = parse_duration(q.get("older_than", "1m"), "older_than")
+        p = next((p for p in self.procs if p["pid"] == int(text)), None)
+        if p is None:
+            raise Refused(404, f"no process with PID {text}")
+        if p["program"] not in GO_PROGRAMS:
+            raise Refused(422, f"process {text} ({p['exe']}) is not a Go program: its executable has no .gopclntab")
+        return mock_goroutines(p, older, now)
+
+
+# The Go services of the fleet, and made-up goroutine groups of theirs: (count, state, wait
+# reason, waited seconds, creator, leaf-first stack of the program's own frames).
+GO_PROGRAMS = ("checkout-api", "cart-service", "catalog")
+GO_GROUPS = [
+    (412, "waiting", "IO wait", 30, "net/http.(*Server).Serve", ["internal/poll.runtime_pollWait", "net.(*conn).Read", "net/http.(*conn).serve"]),
+    (160, "waiting", "chan receive", 3600, "main.(*api).startWatchers", ["runtime.chanrecv1", "main.(*api).watchCart"]),
+    (40, "waiting", "select", 5, "main.(*pool).start", ["runtime.selectgo", "main.(*pool).worker"]),
+    (12, "waiting", "sync.Mutex.Lock", 0.2, "net/http.(*Server).Serve", ["internal/sync.runtime_SemacquireMutex", "main.(*cache).get", "net/http.(*conn).serve"]),
+    (3, "runnable", None, None, "main.(*pool).start", ["main.(*api).applyCoupons", "main.(*pool).worker"]),
+    (1, "syscall", None, 12, None, ["syscall.Syscall", "main.main"]),
+]
+
+
+def mock_goroutines(p, older_than_s, now):
+    def frame(name, line=42):
+        return {"function": name, "file": f"/src/{name.split('.')[0]}.go", "line": line, "inlined": False}
+
+    groups = []
+    for count, state, reason, waited, creator, stack in GO_GROUPS:
+        frames = ([frame("runtime.gopark")] if state == "waiting" else []) + [frame(f) for f in stack] + \
+            ([frame("runtime.goexit")] if creator else [])
+        groups.append({
+            "count": count, "state": state, "wait_reason": reason,
+            "waiting_ns": None if waited is None else {"min": int(waited * 1e9), "max": int(waited * 1.2e9)},
+            "created_by": frame(creator) if creator else None, "stack": frames,
+        })
+    by_state, by_reason = {}, {}
+    for g in groups:
+        by_state[g["state"]] = by_state.get(g["state"], 0) + g["count"]
+        if g["wait_reason"]:
+            by_reason[g["wait_reason"]] = by_reason.get(g["wait_reason"], 0) + g["count"]
+    leaks = [g for g in groups if g["waiting_ns"] and g["waiting_ns"]["min"] > older_than_s * 1e9]
+    return {
+        "schema_version": 1, "pid": p["pid"], "comm": p["comm"], "go_version": "go1.24.11",
+        "live": sum(by_state.values()), "system": 5, "by_state": by_state, "by_wait_reason": by_reason,
+        "view": "stacks", "older_than_ns": None, "groups": groups, "groups_omitted": 0,
+        "skipped": 0, "truncated_stacks": 0, "taken_at": rfc3339(now), "census_ms": 3.2,
+        "leaks": {"older_than_ns": int(older_than_s * 1e9), "count": sum(g["count"] for g in leaks),
+                  "groups": leaks, "groups_omitted": 0},
+    }
+
 
 ROUTES = {
     "/api/v1/processes": Api.processes,
@@ -656,6 +721,7 @@ ROUTES = {
     "/api/v1/flamegraph/diff": Api.diff,
     "/api/v1/histograms": Api.histograms,
     "/api/v1/status": Api.status,
+    "/api/v1/goroutines": Api.goroutines,
 }
 
 
@@ -692,6 +758,8 @@ def make_handler(api):
                     return self.send_json(200, route(api, q, time.time()))
                 except BadRequest as e:
                     return self.send_json(400, {"error": str(e)})
+                except Refused as e:
+                    return self.send_json(e.code, {"error": str(e)})
             name = "index.html" if url.path == "/" else url.path.lstrip("/")
             path = (WEB_DIR / name).resolve()
             ctype = CONTENT_TYPES.get(path.suffix)

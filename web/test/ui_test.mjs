@@ -12,6 +12,11 @@
 //   --max-load-ms MS     page start to list + first flame graph drawn (default 1000)
 //   --out DIR            screenshots go here (default web/test/out)
 //   --chromium PATH      browser binary (default /usr/lib/chromium/chromium, then /usr/bin/chromium)
+//   --go-pid PID         a Go process in the list: its goroutines view is opened from the list's
+//                        "goroutines" link and checked against the two options below (with the
+//                        mock: one of its Go services, with the mock's numbers)
+//   --go-wait-reasons R  "chan receive=400;sleep=150": wait reasons the view must show, with counts
+//   --go-functions F     "main.spawnRecv,main.leakGoroutines": creation sites the view must name
 //
 // Exits 0 when every check passes, 1 otherwise (each check prints ok/FAIL with what it saw).
 
@@ -31,7 +36,7 @@ function parseArgs(argv) {
     opts[m[1]] = m[2] ?? argv[++i];
     if (opts[m[1]] === undefined) throw new Error(`--${m[1]} needs a value`);
   }
-  const known = ["base-url", "process", "function", "min-processes", "max-load-ms", "out", "chromium"];
+  const known = ["base-url", "process", "function", "min-processes", "max-load-ms", "out", "chromium", "go-pid", "go-wait-reasons", "go-functions"];
   for (const k of Object.keys(opts)) if (!known.includes(k)) throw new Error(`unknown option --${k}`);
   return opts;
 }
@@ -79,6 +84,13 @@ async function main() {
     mock = await startMock();
     base = mock.url;
     console.log(`using mock_server.py at ${base}`);
+  }
+  if (mock && !opts["go-pid"]) {
+    // The mock's Go services have made-up goroutines (mock_server.py GO_GROUPS).
+    const ps = await (await fetch(`${base}api/v1/processes`)).json();
+    opts["go-pid"] = String(ps.processes.find((p) => p.comm === "checkout-api" && p.go).pid);
+    opts["go-wait-reasons"] = "IO wait=412;chan receive=160;select=40;sync.Mutex.Lock=12";
+    opts["go-functions"] = "main.(*api).startWatchers,net/http.(*Server).Serve,main.(*pool).start";
   }
   const procName = opts.process ?? (mock ? "checkout-api" : null);
   const func = opts.function ?? (mock ? "sha256" : null);
@@ -297,6 +309,10 @@ async function main() {
       console.log(`note: no containers on this host (${ctext})`);
     }
 
+    // 10. Goroutines of a Go process: opened from the list, counts by wait reason as given, the
+    // creation sites named, the leak view largest first, a stack expands.
+    if (opts["go-pid"]) await goroutinesView(page, opts, out);
+
     check(errors.length === 0, "no errors in the page", errors.join(" | "));
     console.log(`screenshots in ${out}`);
   } finally {
@@ -308,6 +324,41 @@ async function main() {
     process.exit(1);
   }
   console.log("all checks passed");
+}
+
+async function goroutinesView(page, opts, out) {
+  const pid = opts["go-pid"];
+  await page.keyboard.press("p"); // out of the dark-theme type loop, back to a flame view
+  await page.click('#modes button[data-mode="processes"]');
+  await page.fill("#filter", pid);
+  await page.waitForTimeout(100);
+  const link = page.locator("#list tbody tr[data-i]:not(.host)", { has: page.locator(".sub", { hasText: pid }) }).locator(".go-link").first();
+  if (!check((await link.count()) === 1, `the list offers a goroutines link for Go process ${pid}`, await page.textContent(".list-count"))) return;
+  await link.click();
+  await page.waitForFunction(() => window.loupe.state.view === "goroutines" && document.querySelector("#busy").hidden && document.querySelector("#gor .gor-count"), null, { timeout: 20000 });
+  const tab = await page.$eval('#views button[data-view="goroutines"]', (b) => b.getAttribute("aria-selected"));
+  check(tab === "true", "the Goroutines tab is selected", tab);
+  const reasons = await page.$$eval('#gor table[aria-label^="Waiting"] tbody tr', (trs) =>
+    Object.fromEntries(trs.map((tr) => [tr.querySelector(".key").textContent, +tr.querySelector(".num").textContent.replace(/,/g, "")])),
+  );
+  for (const pair of (opts["go-wait-reasons"] || "").split(";").filter(Boolean)) {
+    const [reason, n] = pair.split("=");
+    check(reasons[reason] === +n, `wait reason "${reason}" shows ${n} goroutines`, reasons[reason]);
+  }
+  const text = await page.textContent("#gor");
+  for (const fn of (opts["go-functions"] || "").split(",").filter(Boolean)) {
+    check(text.includes(`created by ${fn}`), `the view names the creation site ${fn}`);
+  }
+  // The leak view at the smallest threshold: the process ran past it, so groups are listed.
+  await page.selectOption("#gor-threshold", "10s");
+  await page.waitForFunction(() => window.loupe.state.older === "10s" && document.querySelector("#busy").hidden && document.querySelector("#gor-threshold")?.value === "10s", null, { timeout: 20000 });
+  const leakCounts = await page.$$eval("#gor-leaks .gor-group .n", (ns) => ns.map((n) => +n.textContent.replace(/,/g, "")));
+  check(leakCounts.length > 0 && leakCounts.every((n, i) => i === 0 || leakCounts[i - 1] >= n), "leak groups are listed largest first", leakCounts.slice(0, 8).join(","));
+  const group = page.locator("#gor-stacks .gor-group").first();
+  await group.locator("summary").click();
+  const frames = await group.locator(".stack li").allTextContents();
+  check(frames.length >= 2 && frames.some((f) => f.includes("runtime.gopark")), "a group expands to its stack", frames.slice(0, 3).join(" | "));
+  await page.screenshot({ path: join(out, "goroutines.png"), fullPage: false });
 }
 
 main().catch((e) => {

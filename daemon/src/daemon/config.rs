@@ -13,6 +13,9 @@
 //! live_profiles = 2
 //! max_profile_seconds = 300
 //! live_frequency_hz = 99
+//! goroutine_census_interval = "30s"   # "0s": no periodic census (the API still answers)
+//! goroutine_census_processes = 20     # Go processes per round (default metrics_top_processes)
+//! goroutine_leak_threshold = "1m"
 //! ```
 
 use std::{
@@ -77,6 +80,9 @@ struct File {
     live_profiles: Option<usize>,
     max_profile_seconds: Option<u64>,
     live_frequency_hz: Option<u64>,
+    goroutine_census_interval: Option<String>,
+    goroutine_census_processes: Option<usize>,
+    goroutine_leak_threshold: Option<String>,
 }
 
 /// Resolved settings.
@@ -99,6 +105,12 @@ pub struct Config {
     pub live_profiles: usize,
     pub max_profile_seconds: u64,
     pub live_frequency_hz: u64,
+    /// How often the goroutines of Go processes are counted for `/metrics`; None: never.
+    pub goroutine_census_interval: Option<Duration>,
+    /// Go processes counted per round at most (those with the most CPU first).
+    pub goroutine_census_processes: usize,
+    /// A goroutine blocked longer than this is a leak suspect.
+    pub goroutine_leak_threshold: Duration,
 }
 
 impl Config {
@@ -153,6 +165,23 @@ impl Config {
                 what: "between 1 and 1000 Hz",
             }),
         };
+        let census_interval = duration(
+            "goroutine_census_interval",
+            file.goroutine_census_interval.as_deref(),
+            "30s",
+        )?;
+        if !census_interval.is_zero() && census_interval < Duration::from_secs(1) {
+            return Err(ConfigError::Range {
+                field: "goroutine_census_interval",
+                what: "0s (off) or at least 1s",
+            });
+        }
+        let leak_threshold = duration(
+            "goroutine_leak_threshold",
+            file.goroutine_leak_threshold.as_deref(),
+            "1m",
+        )?;
+        let metrics_top_processes = file.metrics_top_processes.unwrap_or(20);
         Ok(Config {
             listen,
             token,
@@ -161,7 +190,7 @@ impl Config {
             store_max_bytes: file.store_max_bytes.unwrap_or(64 << 20),
             cpu_frequency_hz: hz("cpu_frequency_hz", file.cpu_frequency_hz, 19)?,
             offcpu_stacks: file.offcpu_stacks.unwrap_or(false),
-            metrics_top_processes: file.metrics_top_processes.unwrap_or(20),
+            metrics_top_processes,
             live_profiles: match file.live_profiles.unwrap_or(2) {
                 0 => {
                     return Err(ConfigError::Range {
@@ -173,6 +202,11 @@ impl Config {
             },
             max_profile_seconds: file.max_profile_seconds.unwrap_or(300).max(1),
             live_frequency_hz: hz("live_frequency_hz", file.live_frequency_hz, 99)?,
+            goroutine_census_interval: (!census_interval.is_zero()).then_some(census_interval),
+            goroutine_census_processes: file
+                .goroutine_census_processes
+                .unwrap_or(metrics_top_processes),
+            goroutine_leak_threshold: leak_threshold,
         })
     }
 }
@@ -225,6 +259,22 @@ mod tests {
         assert_eq!(c.retention, Duration::from_secs(3600));
         assert_eq!(c.store_max_bytes, 64 << 20);
         assert_eq!(c.cpu_frequency_hz, 19);
+        assert_eq!(c.goroutine_census_interval, Some(Duration::from_secs(30)));
+        assert_eq!(c.goroutine_census_processes, c.metrics_top_processes);
+        assert_eq!(c.goroutine_leak_threshold, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_goroutine_census_can_be_turned_off_but_not_made_too_frequent() {
+        let c = parse("goroutine_census_interval = \"0s\"", None).expect("off");
+        assert_eq!(c.goroutine_census_interval, None);
+        let err = parse("goroutine_census_interval = \"10ms\"", None).expect_err("too often");
+        assert!(
+            err.to_string().contains("goroutine_census_interval"),
+            "{err}"
+        );
+        let c = parse("metrics_top_processes = 7", None).expect("top");
+        assert_eq!(c.goroutine_census_processes, 7);
     }
 
     #[test]

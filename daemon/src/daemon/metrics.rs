@@ -19,6 +19,7 @@ use prometheus::{
 
 use crate::histogram::LatencyHistogram;
 
+use super::census::Round;
 use super::store::{Dropped, StoredWindow};
 
 /// The label value of the aggregate of processes outside the top N.
@@ -45,6 +46,7 @@ pub struct Metrics {
     store_bytes: IntGauge,
     windows_dropped: IntCounterVec,
     bpf_map_bytes: IntGauge,
+    go: GoFamilies,
     top_n: usize,
     labelled: Mutex<HashSet<ProcessLabels>>,
     dropped_seen: Mutex<Dropped>,
@@ -129,6 +131,7 @@ impl Metrics {
                 "loupe_bpf_map_bytes",
                 "Kernel memory of the daemon's BPF maps",
             )?,
+            go: GoFamilies::new()?,
             top_n,
             labelled: Mutex::new(HashSet::new()),
             dropped_seen: Mutex::new(Dropped::default()),
@@ -149,6 +152,7 @@ impl Metrics {
         r.register(Box::new(m.store_bytes.clone()))?;
         r.register(Box::new(m.windows_dropped.clone()))?;
         r.register(Box::new(m.bpf_map_bytes.clone()))?;
+        m.go.register(r)?;
         for reason in ["retention", "memory"] {
             m.windows_dropped.with_label_values(&[reason]);
         }
@@ -228,6 +232,11 @@ impl Metrics {
         *labelled = now_labelled;
     }
 
+    /// One goroutine census round's figures: the per-process series are replaced.
+    pub fn goroutine_round(&self, round: &Round) {
+        self.go.set(round);
+    }
+
     /// Store figures, set after each push.
     pub fn store(&self, windows: usize, bytes: u64, dropped: Dropped) {
         self.windows_stored.set(windows as i64);
@@ -249,6 +258,140 @@ impl Metrics {
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// Why a census failed, every value the `reason` label of `loupe_go_census_errors_total` takes.
+const GO_CENSUS_ERRORS: [&str; 4] = ["exited", "unreadable", "denied", "unsupported"];
+
+/// The goroutine census families (`census`): per Go process, replaced each round, so a
+/// process that exits or leaves the top N loses its series.
+struct GoFamilies {
+    goroutines: IntGaugeVec,
+    waiting: IntGaugeVec,
+    leak_suspects: IntGaugeVec,
+    census_seconds: Histogram,
+    round_seconds: prometheus::Gauge,
+    errors: IntCounterVec,
+    processes: IntGaugeVec,
+    /// Label values set by the last round, per family, to remove what this one does not set.
+    set: Mutex<[HashSet<Vec<String>>; 3]>,
+}
+
+impl GoFamilies {
+    fn new() -> Result<Self, prometheus::Error> {
+        Ok(GoFamilies {
+            goroutines: IntGaugeVec::new(
+                Opts::new(
+                    "loupe_go_goroutines",
+                    "Goroutines of a Go process (as runtime.NumGoroutine counts them), by state",
+                ),
+                &["pid", "comm", "state"],
+            )?,
+            waiting: IntGaugeVec::new(
+                Opts::new(
+                    "loupe_go_goroutines_waiting",
+                    "Waiting goroutines of a Go process, by the runtime's wait reason",
+                ),
+                &["pid", "comm", "wait_reason"],
+            )?,
+            leak_suspects: IntGaugeVec::new(
+                Opts::new(
+                    "loupe_go_goroutines_leak_suspects",
+                    "Goroutines of a Go process blocked longer than goroutine_leak_threshold",
+                ),
+                &["pid", "comm"],
+            )?,
+            census_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "loupe_go_census_seconds",
+                    "Time to take one goroutine census of one Go process (reading its memory)",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ]),
+            )?,
+            round_seconds: prometheus::Gauge::new(
+                "loupe_go_census_round_seconds",
+                "Time the latest goroutine census round took, over every process it counted",
+            )?,
+            errors: IntCounterVec::new(
+                Opts::new(
+                    "loupe_go_census_errors_total",
+                    "Goroutine censuses that failed, by reason",
+                ),
+                &["reason"],
+            )?,
+            processes: IntGaugeVec::new(
+                Opts::new(
+                    "loupe_go_processes",
+                    "Processes the goroutine census has looked at, by what they are",
+                ),
+                &["kind"],
+            )?,
+            set: Mutex::new(Default::default()),
+        })
+    }
+
+    fn register(&self, r: &Registry) -> Result<(), prometheus::Error> {
+        r.register(Box::new(self.goroutines.clone()))?;
+        r.register(Box::new(self.waiting.clone()))?;
+        r.register(Box::new(self.leak_suspects.clone()))?;
+        r.register(Box::new(self.census_seconds.clone()))?;
+        r.register(Box::new(self.round_seconds.clone()))?;
+        r.register(Box::new(self.errors.clone()))?;
+        r.register(Box::new(self.processes.clone()))?;
+        for reason in GO_CENSUS_ERRORS {
+            self.errors.with_label_values(&[reason]);
+        }
+        Ok(())
+    }
+
+    fn set(&self, round: &Round) {
+        let mut now: [HashSet<Vec<String>>; 3] = Default::default();
+        for f in &round.figures {
+            let pid = f.pid.to_string();
+            for (state, n) in &f.counts.by_state {
+                let l = vec![pid.clone(), f.comm.clone(), state.clone()];
+                self.goroutines.with_label_values(&l).set(*n as i64);
+                now[0].insert(l);
+            }
+            for (reason, n) in &f.counts.by_wait_reason {
+                let l = vec![pid.clone(), f.comm.clone(), reason.clone()];
+                self.waiting.with_label_values(&l).set(*n as i64);
+                now[1].insert(l);
+            }
+            let l = vec![pid, f.comm.clone()];
+            self.leak_suspects
+                .with_label_values(&l)
+                .set(f.leak_suspects as i64);
+            now[2].insert(l);
+        }
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, family) in [&self.goroutines, &self.waiting, &self.leak_suspects]
+            .into_iter()
+            .enumerate()
+        {
+            for gone in set[i].difference(&now[i]) {
+                let l: Vec<&str> = gone.iter().map(String::as_str).collect();
+                let _ = family.remove_label_values(&l);
+            }
+        }
+        *set = now;
+        for s in &round.seconds {
+            self.census_seconds.observe(*s);
+        }
+        self.round_seconds.set(round.round_seconds);
+        for reason in &round.errors {
+            self.errors.with_label_values(&[reason]).inc();
+        }
+        self.processes.reset();
+        self.processes
+            .with_label_values(&["go"])
+            .set(round.go_processes as i64);
+        for (kind, n) in &round.not_counted {
+            self.processes.with_label_values(&[kind]).set(*n as i64);
+        }
     }
 }
 
@@ -391,7 +534,11 @@ pub fn bpf_map_bytes() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::{attribution::ProcessInfo, store::ProcessFigures};
+    use crate::daemon::{
+        attribution::ProcessInfo,
+        census::{Figures, Round},
+        store::ProcessFigures,
+    };
     use std::{
         collections::BTreeMap,
         sync::Arc,
@@ -413,6 +560,63 @@ mod tests {
             runqueue: h,
             exited: false,
         }
+    }
+
+    fn go_round(figures: Vec<Figures>, errors: Vec<&'static str>) -> Round {
+        Round {
+            figures,
+            seconds: vec![0.004],
+            round_seconds: 0.005,
+            errors,
+            go_processes: 1,
+            not_counted: HashMap::from([("not_go", 7)]),
+        }
+    }
+
+    fn go_figures(pid: u32, states: &[(&str, u64)], reasons: &[(&str, u64)]) -> Figures {
+        let own = |pairs: &[(&str, u64)]| pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        Figures {
+            pid,
+            comm: "server".into(),
+            counts: crate::goroutines::report::Counts {
+                live: states.iter().map(|(_, n)| n).sum(),
+                by_state: own(states),
+                by_wait_reason: own(reasons),
+            },
+            leak_suspects: 3,
+        }
+    }
+
+    #[test]
+    fn goroutine_series_are_replaced_each_round() {
+        let m = Metrics::new(5).expect("metrics");
+        m.goroutine_round(&go_round(
+            vec![go_figures(
+                7,
+                &[("waiting", 10), ("running", 1)],
+                &[("chan receive", 6), ("select", 4)],
+            )],
+            vec![],
+        ));
+        let text = m.render().expect("render");
+        for want in [
+            "loupe_go_goroutines{comm=\"server\",pid=\"7\",state=\"waiting\"} 10",
+            "loupe_go_goroutines_waiting{comm=\"server\",pid=\"7\",wait_reason=\"chan receive\"} 6",
+            "loupe_go_goroutines_leak_suspects{comm=\"server\",pid=\"7\"} 3",
+            "loupe_go_processes{kind=\"not_go\"} 7",
+            "loupe_go_census_seconds_count 1",
+            "loupe_go_census_errors_total{reason=\"exited\"} 0",
+        ] {
+            assert!(text.contains(want), "{want} missing:\n{text}");
+        }
+        // Next round: process 7 exited mid-read; its series go, the error is counted.
+        m.goroutine_round(&go_round(vec![], vec!["exited"]));
+        let text = m.render().expect("render");
+        assert!(!text.contains("pid=\"7\""), "{text}");
+        assert!(
+            text.contains("loupe_go_census_errors_total{reason=\"exited\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! Prometheus `/metrics` and the embedded UI.
 //!
 //! Threads: the engine's collection thread (`loupe-collect`), the window ticker and the
-//! symbolizer (`windows`), and the HTTP runtime. A collector the kernel cannot run is left
+//! symbolizer (`windows`), the goroutine census (`census`), and the HTTP runtime. A collector the kernel cannot run is left
 //! out with its reason; the others run.
 
 pub mod attribution;
+pub mod census;
 pub mod config;
 pub mod metrics;
 pub mod store;
@@ -57,6 +58,8 @@ pub struct Shared {
     pub sched_enabled: bool,
     pub store: RwLock<WindowStore>,
     pub metrics: Metrics,
+    /// Which processes are Go (and their goroutine tables), for the census and the API.
+    pub go: census::GoProcesses,
     /// Every counter since start, by name (`drop_*` are losses).
     pub counters: Mutex<BTreeMap<String, u64>>,
 }
@@ -74,6 +77,7 @@ impl Shared {
             sched_enabled: enabled("runqueue"),
             store: RwLock::new(WindowStore::new(config.retention, config.store_max_bytes)),
             metrics,
+            go: census::GoProcesses::default(),
             counters: Mutex::new(BTreeMap::new()),
             started: SystemTime::now(),
             hostname: hostname(),
@@ -143,6 +147,8 @@ pub fn run(listen: Option<String>, config_path: Option<PathBuf>) -> anyhow::Resu
     let session = Arc::new(Mutex::new(Some(session)));
     let windows = windows::WindowThreads::spawn(shared.clone(), session.clone())
         .context("starting the window threads")?;
+    let census = census::CensusThread::spawn(shared.clone())
+        .context("starting the goroutine census thread")?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -168,6 +174,9 @@ pub fn run(listen: Option<String>, config_path: Option<PathBuf>) -> anyhow::Resu
             signal = shutdown_signal() => Ok(signal),
         }
     });
+    if let Some(c) = &census {
+        c.stop();
+    }
     let why = match served {
         Ok(why) => why,
         Err(e) => {

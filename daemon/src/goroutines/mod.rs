@@ -203,6 +203,17 @@ pub struct Goroutine {
     pub stack_status: StackStatus,
 }
 
+impl Goroutine {
+    /// How long it has been blocked at `taken_at_ns`, when the runtime knows: the rule of
+    /// [`snapshot::NamedGoroutine::waiting_ns`] (waiting or in a system call, and stamped).
+    pub fn waiting_ns(&self, taken_at_ns: u64) -> Option<u64> {
+        matches!(self.state, GStatus::Waiting | GStatus::Syscall)
+            .then_some(self.wait_since_ns)
+            .flatten()
+            .map(|since| taken_at_ns.saturating_sub(since))
+    }
+}
+
 /// Entries of the goroutine list that were not read as goroutines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Skipped {

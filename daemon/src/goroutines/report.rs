@@ -46,6 +46,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::snapshot::{NamedFrame, NamedGoroutine, Snapshot};
+use super::Census;
 use crate::profile::format_nanos;
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -74,6 +75,35 @@ impl Counts {
         }
         counts
     }
+
+    /// The same counts from a census whose stacks are not named (the daemon's periodic
+    /// census, which needs no names).
+    pub fn of_census(census: &Census) -> Counts {
+        let mut counts = Counts::default();
+        for g in census.user_goroutines() {
+            counts.live += 1;
+            *counts
+                .by_state
+                .entry(g.state.name().to_string())
+                .or_default() += 1;
+            if let Some(reason) = &g.wait_reason {
+                *counts.by_wait_reason.entry(reason.clone()).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Goroutines runtime.NumGoroutine() counts that have been blocked longer than
+/// `older_than_ns`: the goroutines the leak view groups.
+pub fn leak_suspects(census: &Census, older_than_ns: u64) -> u64 {
+    census
+        .user_goroutines()
+        .filter(|g| {
+            g.waiting_ns(census.taken_at_ns)
+                .is_some_and(|w| w > older_than_ns)
+        })
+        .count() as u64
 }
 
 /// The shortest and longest wait of a group's goroutines.

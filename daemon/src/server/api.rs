@@ -100,6 +100,7 @@ pub async fn processes(State(state): State<AppState>, RawQuery(raw): RawQuery) -
                 "cpu_seconds": a.cpu as f64 * period,
                 "offcpu_seconds": a.offcpu.map(|ns| ns as f64 / 1e9),
                 "runq_p99_ns": (shared.sched_enabled && a.runq.count > 0).then(|| a.runq.quantile(0.99)),
+                "go": shared.go.known(pid),
             })
         })
         .collect();

@@ -15,6 +15,11 @@ const FILES: &[(&str, &str, &str)] = &[
     ("flame.js", JS, include_str!("../../../web/flame.js")),
     ("format.js", JS, include_str!("../../../web/format.js")),
     (
+        "goroutines.js",
+        JS,
+        include_str!("../../../web/goroutines.js"),
+    ),
+    (
         "histogram.js",
         JS,
         include_str!("../../../web/histogram.js"),

@@ -271,12 +271,12 @@ async fn self_answer(state: AppState, raw: Option<String>) -> Answer {
 
 /// `/debug/pprof/goroutine?pid=N[&debug=1]`: a census of a Go process's goroutines now, as
 /// Go's own endpoint gives it: pprof (`goroutine/count`), or the grouped text dump.
-pub async fn goroutine(RawQuery(raw): RawQuery) -> Response {
-    respond(goroutine_answer(raw).await)
+pub async fn goroutine(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    respond(goroutine_answer(state, raw).await)
 }
 
-async fn goroutine_answer(raw: Option<String>) -> Answer {
-    use crate::goroutines::{self, GoProcess, GoroutineError};
+async fn goroutine_answer(state: AppState, raw: Option<String>) -> Answer {
+    use crate::goroutines;
     let q = Query::parse(raw.as_deref());
     let pid = match q.get("pid").map(str::parse::<u32>) {
         Some(Ok(p)) if p > 0 => p,
@@ -288,17 +288,25 @@ async fn goroutine_answer(raw: Option<String>) -> Answer {
         Some("1") => true,
         Some(other) => return Err(bad(format!("bad parameter debug: {other:?} is not 0 or 1"))),
     };
-    // Reading another process's memory blocks: off the async workers.
+    let Ok(permit) = state.census.clone().try_acquire_owned() else {
+        return Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            "goroutine censuses are already running (the limit is 2); retry in a moment\n".into(),
+        ));
+    };
+    // Reading another process's memory blocks: off the async workers. The Go tables come
+    // from the daemon's cache (parsed once per process).
     tokio::task::spawn_blocking(move || {
-        let snapshot = GoProcess::attach(pid)
-            .and_then(|p| p.snapshot())
-            .map_err(|e| match e {
-                GoroutineError::ProcessExited { .. } => (
-                    StatusCode::NOT_FOUND,
-                    format!("no process with PID {pid}\n"),
-                ),
-                e => (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
-            })?;
+        let _permit = permit;
+        let process =
+            super::goroutines::go_process(&state, pid).map_err(|e| (e.0, format!("{}\n", e.1)))?;
+        let snapshot = process.snapshot().map_err(|e| match e {
+            goroutines::GoroutineError::ProcessExited { .. } => (
+                StatusCode::NOT_FOUND,
+                format!("no process with PID {pid}\n"),
+            ),
+            e => (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
+        })?;
         if text {
             let report = goroutines::report::report(&snapshot, None);
             let mut body = Vec::new();

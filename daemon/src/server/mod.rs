@@ -5,6 +5,7 @@ mod api;
 mod assets;
 mod debug_pprof;
 mod flame;
+mod goroutines;
 mod params;
 
 use std::{collections::HashMap, sync::Arc};
@@ -28,6 +29,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         shared: shared.clone(),
         live,
         self_profile: Arc::new(tokio::sync::Semaphore::new(1)),
+        census: Arc::new(tokio::sync::Semaphore::new(CENSUSES_AT_ONCE)),
     };
     Router::new()
         .route("/api/v1/processes", get(api::processes))
@@ -36,6 +38,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/flamegraph/diff", get(api::diff))
         .route("/api/v1/histograms", get(api::histograms))
         .route("/api/v1/status", get(api::status))
+        .route("/api/v1/goroutines", get(goroutines::goroutines))
         .route("/api/{*rest}", get(api::not_found))
         .route("/metrics", get(metrics))
         .route("/debug/pprof/", get(debug_pprof::index))
@@ -54,7 +57,12 @@ pub struct AppState {
     /// Live `/debug/pprof/profile` requests running at once.
     pub live: Arc<tokio::sync::Semaphore>,
     pub self_profile: Arc<tokio::sync::Semaphore>,
+    /// Goroutine censuses asked for over HTTP running at once.
+    pub census: Arc<tokio::sync::Semaphore>,
 }
+
+/// Goroutine censuses (`/api/v1/goroutines`, `/debug/pprof/goroutine`) at once; more get 429.
+const CENSUSES_AT_ONCE: usize = 2;
 
 /// Query parameters by name (`?all` gives `all` = ""); malformed encodings are decoded
 /// lossily rather than refused, and unknown parameters are ignored (API.md).
