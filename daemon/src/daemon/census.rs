@@ -15,9 +15,13 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::goroutines::{
-    report::{leak_suspects, Counts},
-    GoProcess, GoroutineError,
+use crate::{
+    goroutines::{
+        report::{leak_suspects, Counts},
+        sched_latency::{self, RuntimeHistogram},
+        GoProcess, GoroutineError,
+    },
+    histogram::LatencyHistogram,
 };
 
 use super::Shared;
@@ -75,6 +79,17 @@ struct Entry {
 #[derive(Default)]
 pub struct GoProcesses {
     cache: Mutex<HashMap<u32, Entry>>,
+    /// Each counted Go process's scheduling latency reader, by pid (the census thread's).
+    latency: Mutex<HashMap<u32, Latency>>,
+}
+
+/// The runtime's own scheduling latency histogram of one process (`sched_latency`).
+struct Latency {
+    start_time: u64,
+    /// None: this release's histogram cannot be read (not retried while the process lives).
+    reader: Option<sched_latency::Reader>,
+    /// The previous reading, to take differences from.
+    last: Option<RuntimeHistogram>,
 }
 
 /// What [`GoProcesses::get`] answers.
@@ -149,6 +164,37 @@ impl GoProcesses {
     fn forget_gone(&self) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.retain(|pid, e| start_time(*pid) == Some(e.start_time));
+        let mut latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        latency.retain(|pid, l| cache.get(pid).is_some_and(|e| e.start_time == l.start_time));
+    }
+
+    /// The goroutine scheduling latencies the runtime of `pid` recorded since the previous
+    /// call (None the first time, or when they cannot be read): one read of its memory,
+    /// after locating the histogram once per process.
+    fn sched_latency_since_last(&self, pid: u32) -> Option<LatencyHistogram> {
+        let started = start_time(pid)?;
+        let mut latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = match latency.get_mut(&pid) {
+            Some(l) if l.start_time == started => l,
+            _ => {
+                let reader = sched_latency::Reader::attach(pid)
+                    .inspect_err(|e| log::debug!("no scheduling latency for process {pid}: {e}"))
+                    .ok();
+                latency.insert(
+                    pid,
+                    Latency {
+                        start_time: started,
+                        reader,
+                        last: None,
+                    },
+                );
+                latency.get_mut(&pid)?
+            }
+        };
+        let now = entry.reader.as_ref()?.read().ok()?;
+        let since = entry.last.as_ref().and_then(|last| now.since(last));
+        entry.last = Some(now);
+        since.map(|h| h.to_latency_histogram())
     }
 
     /// (Go, not counted) processes known now.
@@ -189,6 +235,9 @@ pub struct Figures {
     pub comm: String,
     pub counts: Counts,
     pub leak_suspects: u64,
+    /// Runnable-to-running waits the runtime recorded since the previous round (its own
+    /// one-in-eight sample; None on a process's first round or when it cannot be read).
+    pub sched_latency: Option<LatencyHistogram>,
 }
 
 /// What one round did (for `/metrics`).
@@ -288,6 +337,7 @@ pub fn round(shared: &Shared) -> Round {
                     comm,
                     counts: Counts::of_census(&census),
                     leak_suspects: leak_suspects(&census, threshold_ns),
+                    sched_latency: shared.go.sched_latency_since_last(pid),
                 });
             }
             Err(e) => round.errors.push(error_reason(&e)),

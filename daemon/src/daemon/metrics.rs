@@ -35,7 +35,7 @@ pub struct Metrics {
     cpu_samples: IntCounterVec,
     cpu_seconds: prometheus::CounterVec,
     offcpu_seconds: prometheus::CounterVec,
-    runqueue: RunqueueHistograms,
+    runqueue: LatencyHistograms,
     events: IntCounterVec,
     drops: IntCounterVec,
     attach_errors: IntCounterVec,
@@ -78,7 +78,10 @@ impl Metrics {
                 ),
                 process,
             )?,
-            runqueue: RunqueueHistograms::new()?,
+            runqueue: LatencyHistograms::new(
+                "loupe_runqueue_latency_seconds",
+                "Run-queue latency (wakeup to running), per thread wakeup, by process",
+            )?,
             events: IntCounterVec::new(
                 Opts::new(
                     "loupe_events_total",
@@ -274,6 +277,7 @@ struct GoFamilies {
     round_seconds: prometheus::Gauge,
     errors: IntCounterVec,
     processes: IntGaugeVec,
+    sched_latency: LatencyHistograms,
     /// Label values set by the last round, per family, to remove what this one does not set.
     set: Mutex<[HashSet<Vec<String>>; 3]>,
 }
@@ -329,6 +333,12 @@ impl GoFamilies {
                 ),
                 &["kind"],
             )?,
+            sched_latency: LatencyHistograms::new(
+                "loupe_go_sched_latency_seconds",
+                "Goroutine scheduling latency (runnable to running) of a Go process, from the \
+                 runtime's own histogram: it times one state change in eight, and sums are \
+                 taken at bucket midpoints",
+            )?,
             set: Mutex::new(Default::default()),
         })
     }
@@ -341,6 +351,7 @@ impl GoFamilies {
         r.register(Box::new(self.round_seconds.clone()))?;
         r.register(Box::new(self.errors.clone()))?;
         r.register(Box::new(self.processes.clone()))?;
+        r.register(Box::new(self.sched_latency.clone()))?;
         for reason in GO_CENSUS_ERRORS {
             self.errors.with_label_values(&[reason]);
         }
@@ -361,6 +372,10 @@ impl GoFamilies {
                 self.waiting.with_label_values(&l).set(*n as i64);
                 now[1].insert(l);
             }
+            if let Some(h) = &f.sched_latency {
+                let labels = (pid.clone(), f.comm.clone());
+                self.sched_latency.add(HashMap::from([(labels, h.clone())]));
+            }
             let l = vec![pid, f.comm.clone()];
             self.leak_suspects
                 .with_label_values(&l)
@@ -375,6 +390,12 @@ impl GoFamilies {
             for gone in set[i].difference(&now[i]) {
                 let l: Vec<&str> = gone.iter().map(String::as_str).collect();
                 let _ = family.remove_label_values(&l);
+            }
+        }
+        // A process counted no more (exited, or out of the top) loses its histogram too.
+        for gone in set[2].difference(&now[2]) {
+            if let [pid, comm] = gone.as_slice() {
+                self.sched_latency.remove(&(pid.clone(), comm.clone()));
             }
         }
         *set = now;
@@ -395,10 +416,11 @@ impl GoFamilies {
     }
 }
 
-/// `loupe_runqueue_latency_seconds{pid,comm}`: cumulative run-queue latency histograms
-/// exported from loupe's own buckets (exact count and sum).
+/// Cumulative latency histograms by process (`{pid,comm}`), exported from loupe's own
+/// buckets: `loupe_runqueue_latency_seconds` (exact count and sum) and
+/// `loupe_go_sched_latency_seconds`.
 #[derive(Clone)]
-struct RunqueueHistograms {
+struct LatencyHistograms {
     desc: Desc,
     state: std::sync::Arc<Mutex<HashMap<ProcessLabels, Cumulative>>>,
 }
@@ -411,12 +433,12 @@ struct Cumulative {
     sum_ns: u64,
 }
 
-impl RunqueueHistograms {
-    fn new() -> Result<Self, prometheus::Error> {
-        Ok(RunqueueHistograms {
+impl LatencyHistograms {
+    fn new(name: &str, help: &str) -> Result<Self, prometheus::Error> {
+        Ok(LatencyHistograms {
             desc: Desc::new(
-                "loupe_runqueue_latency_seconds".into(),
-                "Run-queue latency (wakeup to running), per thread wakeup, by process".into(),
+                name.into(),
+                help.into(),
                 vec!["pid".into(), "comm".into()],
                 HashMap::new(),
             )?,
@@ -449,7 +471,7 @@ impl RunqueueHistograms {
     }
 }
 
-impl Collector for RunqueueHistograms {
+impl Collector for LatencyHistograms {
     fn desc(&self) -> Vec<&Desc> {
         vec![&self.desc]
     }
@@ -584,6 +606,12 @@ mod tests {
                 by_wait_reason: own(reasons),
             },
             leak_suspects: 3,
+            sched_latency: Some({
+                let mut h = LatencyHistogram::default();
+                h.record(300_000);
+                h.record(5_000_000);
+                h
+            }),
         }
     }
 
@@ -606,6 +634,9 @@ mod tests {
             "loupe_go_processes{kind=\"not_go\"} 7",
             "loupe_go_census_seconds_count 1",
             "loupe_go_census_errors_total{reason=\"exited\"} 0",
+            "loupe_go_sched_latency_seconds_count{comm=\"server\",pid=\"7\"} 2",
+            "loupe_go_sched_latency_seconds_sum{comm=\"server\",pid=\"7\"} 0.0053",
+            "loupe_go_sched_latency_seconds_bucket{comm=\"server\",pid=\"7\",le=\"0.000524288\"} 1",
         ] {
             assert!(text.contains(want), "{want} missing:\n{text}");
         }
