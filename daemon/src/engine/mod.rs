@@ -125,7 +125,6 @@ enum Control {
     /// A launched command exists: stop adopting loupe's own children.
     CommandSpawned(mpsc::Sender<()>),
     /// Observe (true) or stop observing (false) a process.
-    #[allow(dead_code)] // The node daemon's API adds and removes targets while running.
     Target(u32, bool, mpsc::Sender<Result<(), BpfError>>),
     /// Drain everything and stop; reply with the last window.
     Stop(mpsc::Sender<Window>),
@@ -207,13 +206,25 @@ impl Session {
     }
 
     /// Starts observing process `pid` (with its threads) while running.
-    #[allow(dead_code)] // For the node daemon.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "for the node daemon's API; tested in live_tests.rs"
+        )
+    )]
     pub fn add_target(&self, pid: u32) -> Result<(), EngineError> {
         Ok(self.send(|tx| Control::Target(pid, true, tx))??)
     }
 
     /// Stops observing process `pid`.
-    #[allow(dead_code)] // For the node daemon.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "for the node daemon's API; tested in live_tests.rs"
+        )
+    )]
     pub fn remove_target(&self, pid: u32) -> Result<(), EngineError> {
         Ok(self.send(|tx| Control::Target(pid, false, tx))??)
     }
@@ -558,6 +569,9 @@ pub fn read_record<T: Copy>(record: &[u8]) -> Option<T> {
 fn parse_process_event(record: &[u8]) -> Option<u32> {
     read_record::<ProcessEvent>(record).map(|e| e.pid)
 }
+
+#[cfg(test)]
+mod live_tests;
 
 #[cfg(test)]
 mod tests {
