@@ -59,6 +59,9 @@ const REREAD_AFTER_EXEC: Duration = Duration::from_millis(10);
 /// (in-kernel counts drained on later ticks) resolve against its mappings.
 const EXITED_GRACE_TICKS: u64 = 3;
 
+/// How long a window boundary waits for programs still writing the closed maps.
+const SEAL_GRACE: Duration = Duration::from_millis(2);
+
 /// A capability to run, with its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Capability {
@@ -75,6 +78,9 @@ pub enum Capability {
     GoroutineEvents {
         targets: Vec<(u32, crate::goroutines::probes::ProbePoints)>,
     },
+    /// With `Sched { offcpu_stacks: true }`: also count each off-CPU stack's blocks (a
+    /// `Lock`-typed profile of blocks and blocked time), as `loupe debug-sched` reports them.
+    OffCpuBlockCounts,
 }
 
 /// Every capability's kernel features, by capability name (`loupe check` lists them).
@@ -312,12 +318,17 @@ impl Engine {
                         SchedOptions {
                             offcpu_stacks: *offcpu_stacks,
                             runq_stats: true,
+                            offcpu_blocks: config
+                                .capabilities
+                                .contains(&Capability::OffCpuBlockCounts),
                         },
                     )?))
                 }
                 Capability::GoroutineEvents { targets } => attached.push(Box::new(
                     collectors::goroutines::GoroutineCollector::attach(&mut ebpf, targets)?,
                 )),
+                // A setting of the sched collector, read above.
+                Capability::OffCpuBlockCounts => {}
             }
         }
         let explicit_alive = match &config.targets {
@@ -369,6 +380,7 @@ impl Engine {
             loop {
                 match control.try_recv() {
                     Ok(Control::TakeWindow(reply)) => {
+                        self.seal();
                         let window = self.take_window();
                         let _ = reply.send(window);
                     }
@@ -453,6 +465,37 @@ impl Engine {
         // A --pid target that exited before the first exit event could be seen.
         self.explicit_alive
             .retain(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    /// Ends what the current window gathers now, not up to a tick later: every collector
+    /// closes its in-kernel maps, the records written meanwhile are handled, and the closed
+    /// maps are drained into the store.
+    fn seal(&mut self) {
+        self.drain_events();
+        let mut cx = Context {
+            processes: &mut self.processes,
+            store: &mut self.store,
+        };
+        for c in &mut self.collectors {
+            if let Err(e) = c.seal(&mut cx) {
+                self.tick_errors += 1;
+                log::warn!("{} collector: {e}", c.name());
+            }
+        }
+        // Programs that read the old generation just before the switch finish within
+        // microseconds; their stack copies are in the ring buffer once they return.
+        thread::sleep(SEAL_GRACE);
+        self.drain_events();
+        let mut cx = Context {
+            processes: &mut self.processes,
+            store: &mut self.store,
+        };
+        for c in &mut self.collectors {
+            if let Err(e) = c.drain_sealed(&mut cx) {
+                self.tick_errors += 1;
+                log::warn!("{} collector: {e}", c.name());
+            }
+        }
     }
 
     fn finish(&mut self) {
