@@ -40,6 +40,20 @@ impl Spinner {
     }
 }
 
+impl Spinner {
+    /// Waits until the spinner used `cpu_ns` more of CPU time; fails after `limit`.
+    fn run_for(&self, cpu_ns: u64, limit: Duration) {
+        let (from, started) = (self.cpu_ns(), std::time::Instant::now());
+        while self.cpu_ns() - from < cpu_ns {
+            assert!(
+                started.elapsed() < limit,
+                "the spinner got less than {cpu_ns} ns of CPU in {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Spinner {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -82,13 +96,14 @@ fn targets_added_and_removed_while_collecting() {
     })
     .expect("start a session (as root)");
 
-    std::thread::sleep(Duration::from_secs(2));
+    // The spinner runs, untraced, long enough that sampling it would show.
+    added.run_for(500_000_000, Duration::from_secs(60));
     let before = samples_by_pid(session.take_window().expect("window before adding"));
 
     session.add_target(added.pid()).expect("add a target");
     let cpu_at_add = added.cpu_ns();
-    // Long enough for 100+ samples even when a busy host gives the spinner a third of a CPU.
-    std::thread::sleep(Duration::from_secs(6));
+    // Long enough for 100+ samples however little of a CPU a busy host leaves the spinner.
+    added.run_for(1_200_000_000, Duration::from_secs(60));
     session
         .remove_target(added.pid())
         .expect("remove the target");
@@ -98,16 +113,14 @@ fn targets_added_and_removed_while_collecting() {
     std::thread::sleep(TICK * 3);
     let while_added = samples_by_pid(session.take_window().expect("window while added"));
 
-    std::thread::sleep(Duration::from_secs(2));
+    // Enough CPU time after the removal that a sampled process would show (50 samples).
+    added.run_for(500_000_000, Duration::from_secs(60));
     let cpu_at_end = added.cpu_ns();
     let after = samples_by_pid(session.stop().expect("stop"));
 
-    // The spinner ran all along (its CPU time proves it), yet was sampled only while added.
-    let ran_after = cpu_at_end - cpu_at_removal;
-    assert!(
-        ran_after > 500_000_000,
-        "the added process barely ran after its removal ({ran_after} ns): no evidence"
-    );
+    // The spinner ran all along (`run_for` checked its CPU time), yet was sampled only
+    // while added.
+    assert!(cpu_at_end - cpu_at_removal >= 500_000_000);
     assert_eq!(
         before.get(&added.pid()),
         None,
