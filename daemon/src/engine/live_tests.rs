@@ -13,7 +13,7 @@ use crate::symbolize::Symbolizer;
 /// High enough that phase effects between sampling and time slicing average out on a busy host.
 const HZ: u64 = 997;
 
-/// A single-threaded process spinning on the CPU until killed (dash's builtin `:`).
+/// A single-threaded process spinning on the CPU until killed (the shell's builtin `:`).
 struct Spinner(Child);
 
 impl Spinner {

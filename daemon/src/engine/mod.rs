@@ -5,10 +5,12 @@
 //! target tracking, the process table and the store. It polls the shared event ring buffer,
 //! dispatches each record by kind (process lifecycle to the target tracking, samples to the
 //! collector that [handles](Collector::handles) them), and on every tick lets collectors
-//! drain their in-kernel aggregates and evicts processes that exited. Front-ends talk to it
-//! through the [`Session`] handle: they choose targets and durations, take finished
-//! [`Window`]s and symbolize and render them on their own threads, so an HTTP request or a
-//! slow symbolization never stalls sampling.
+//! drain their in-kernel aggregates and evicts processes that exited; a window taken is
+//! sealed first (collectors close and drain their in-kernel maps), so it ends when taken
+//! rather than up to a tick later. Front-ends talk to it through the [`Session`] handle:
+//! they choose targets and durations, take finished [`Window`]s and symbolize and render
+//! them on their own threads, so an HTTP request or a slow symbolization never stalls
+//! sampling.
 
 pub mod collector;
 pub mod store;
