@@ -80,7 +80,9 @@ fn expected(cpu_ns: u64) -> f64 {
 }
 
 /// A process added while the session runs is sampled from then on, as often as its CPU time
-/// says, and not at all after it is removed; the first target is sampled throughout.
+/// says, and not at all after it is removed; the first target is sampled throughout. Both
+/// sample paths: stack copies through the ring buffer, and frame-pointer stacks counted in
+/// the kernel (drained at ticks and when a window is taken).
 #[test]
 fn targets_added_and_removed_while_collecting() {
     assert_eq!(
@@ -88,13 +90,20 @@ fn targets_added_and_removed_while_collecting() {
         0,
         "this test loads BPF programs: run it as root"
     );
+    for unwind in [UnwindMode::Auto, UnwindMode::Fp] {
+        eprintln!("unwind mode {unwind:?}:");
+        add_and_remove(unwind);
+    }
+}
+
+fn add_and_remove(unwind: UnwindMode) {
     let first = Spinner::start();
     let added = Spinner::start();
     let session = Session::start(SessionConfig {
         targets: TargetSpec::Pids(vec![first.pid()]),
         capabilities: vec![Capability::Cpu {
             frequency_hz: HZ,
-            unwind: UnwindMode::Auto,
+            unwind,
         }],
     })
     .expect("start a session (as root)");
