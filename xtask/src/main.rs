@@ -75,6 +75,14 @@ enum BenchMode {
         #[arg(long)]
         daemon: bool,
     },
+    /// `loupe profile -- cargo build` of a small crate with one dependency, from scratch:
+    /// loupe's peak RSS, its samples, and the share of rustc's samples with every frame
+    /// named; writes target/bench/build.md.
+    Build {
+        /// Rounds (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// A Go program switching goroutines a lot, with nothing, `loupe stat --pid` and
     /// `loupe stat --pid --goroutine-events`; writes target/bench/goroutines.md.
     Goroutines {
@@ -110,6 +118,10 @@ fn main() -> ExitCode {
             mode: Some(BenchMode::Churn { minutes, daemon }),
             ..
         } => bench::churn::run(minutes, daemon),
+        Cmd::Bench {
+            mode: Some(BenchMode::Build { rounds }),
+            ..
+        } => bench::cargo_build::run(rounds),
         Cmd::Bench {
             mode: Some(BenchMode::Goroutines { rounds }),
             ..

@@ -85,7 +85,7 @@ pub fn profile(args: &ProfileArgs) -> anyhow::Result<ExitCode> {
              cpu or offcpu"
         );
     }
-    if args.all || !args.command.is_empty() || args.pid.is_empty() {
+    if args.target.all || !args.target.command.is_empty() || args.target.pid.is_empty() {
         bail!("--type goroutines reads running Go processes: name them with --pid");
     }
     let format = match (args.format, &args.output) {
@@ -94,6 +94,7 @@ pub fn profile(args: &ProfileArgs) -> anyhow::Result<ExitCode> {
         (None, None) => Format::Top,
     };
     let processes = args
+        .target
         .pid
         .iter()
         .map(|&pid| attach(pid))
@@ -102,12 +103,12 @@ pub fn profile(args: &ProfileArgs) -> anyhow::Result<ExitCode> {
     if let Some(wait) = args.duration {
         eprintln!(
             "loupe: goroutine census of pid {} in {} (Ctrl-C takes it now)",
-            join_pids(&args.pid),
+            join_pids(&args.target.pid),
             humantime::format_duration(wait)
         );
         wait_or_interrupt(wait)?;
     }
-    let target = format!("pid {}", join_pids(&args.pid));
+    let target = format!("pid {}", join_pids(&args.target.pid));
     let mut merged = ProfileMerger::default();
     for process in &processes {
         merged.add(profile::profile(&process.snapshot()?, target.clone()));

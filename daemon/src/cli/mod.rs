@@ -11,7 +11,10 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{collectors::cpu::UnwindMode, render::Format};
+use crate::{
+    collectors::{cpu::UnwindMode, targets::TargetSpec},
+    render::Format,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -70,15 +73,51 @@ pub struct DebugSchedArgs {
     pub warmup: Duration,
 }
 
+/// What to observe: processes, the whole host, or a command to launch. Shared by `profile`
+/// and `stat`, which word the help in their own terms (`mut_arg` below each).
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "all", "command"])))]
-pub struct ProfileArgs {
-    /// Profile this process (all its threads); repeat for more.
+pub struct TargetArgs {
+    /// Observe this process (all its threads); repeat for more.
     #[arg(short, long = "pid", value_name = "PID")]
     pub pid: Vec<u32>,
-    /// Profile every process on the host.
+    /// Observe every process on the host.
     #[arg(short, long)]
     pub all: bool,
+    /// The command to start and observe, with its descendants.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+impl TargetArgs {
+    /// The targets named, with a clear error for a process that does not exist.
+    pub fn spec(&self) -> anyhow::Result<TargetSpec> {
+        if self.all {
+            return Ok(TargetSpec::All);
+        }
+        if !self.command.is_empty() {
+            return Ok(TargetSpec::Command(self.command.clone()));
+        }
+        for &pid in &self.pid {
+            if pid == 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                anyhow::bail!("no process with PID {pid}");
+            }
+        }
+        Ok(TargetSpec::Pids(self.pid.clone()))
+    }
+}
+
+#[derive(Args, Debug)]
+#[command(
+    mut_arg("pid", |a| a.help("Profile this process (all its threads); repeat for more")),
+    mut_arg("all", |a| a.help("Profile every process on the host")),
+    mut_arg("command", |a| a.help(
+        "The command to start and profile, with its descendants: `loupe profile -- make -j2`"
+    )),
+)]
+pub struct ProfileArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// How long to profile: `500ms`, `10s`, `2m` (default 10s). Ctrl-C ends early and still
     /// writes. `--type goroutines` takes its census at once, or after this long if given.
     #[arg(short, long, value_parser = parse_duration)]
@@ -110,9 +149,6 @@ pub struct ProfileArgs {
     /// User-stack unwinding: `auto` is correct without frame pointers; `fp` is cheapest.
     #[arg(long, value_enum, default_value = "auto")]
     pub unwind: UnwindMode,
-    /// The command to start and profile, with its descendants: `loupe profile -- make -j2`.
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -123,14 +159,16 @@ pub enum ProfileTypeArg {
 }
 
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "all", "command"])))]
+#[command(
+    mut_arg("pid", |a| a.help("Report on this process (all its threads); repeat for more")),
+    mut_arg("all", |a| a.help("Report on every process on the host")),
+    mut_arg("command", |a| a.help(
+        "The command to start and trace, with its descendants: `loupe stat -- make -j2`"
+    )),
+)]
 pub struct StatArgs {
-    /// Report on this process (all its threads); repeat for more.
-    #[arg(short, long = "pid", value_name = "PID")]
-    pub pid: Vec<u32>,
-    /// Report on every process on the host.
-    #[arg(short, long)]
-    pub all: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// How long to trace: `500ms`, `10s`, `2m` (default 10s; with a command, until it exits).
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -148,9 +186,6 @@ pub struct StatArgs {
     /// at every goroutine switch (see the README).
     #[arg(long)]
     pub goroutine_events: bool,
-    /// The command to start and trace, with its descendants: `loupe stat -- make -j2`.
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<std::ffi::OsString>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -207,7 +242,7 @@ mod tests {
         let Command::Profile(args) = cli.command else {
             panic!("profile")
         };
-        assert_eq!(args.command, vec!["sleep", "1"]);
+        assert_eq!(args.target.command, vec!["sleep", "1"]);
         assert_eq!(args.duration, None);
         assert_eq!(args.frequency, 99);
     }

@@ -7,13 +7,12 @@ use std::{
     process::ExitCode,
 };
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use super::{ProfileArgs, ProfileTypeArg};
 
 use crate::{
     collectors::cpu::UnwindMode,
-    collectors::targets::TargetSpec,
     engine::Capability,
     profile::{ProfileMerger, ProfileType},
     render::{self, Format},
@@ -28,7 +27,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         return super::goroutines::profile(&args);
     }
     let duration = args.duration.unwrap_or(DEFAULT_DURATION);
-    let spec = target_spec(&args)?;
+    let spec = args.target.spec()?;
     let format = match (args.format, &args.output) {
         (Some(f), _) => f,
         (None, Some(path)) => Format::from_path(path)?,
@@ -170,29 +169,6 @@ fn plan(
         _ => ProfileType::Cpu,
     };
     (profile_type, capabilities)
-}
-
-pub(super) fn target_spec_of(
-    all: bool,
-    command: &[std::ffi::OsString],
-    pids: &[u32],
-) -> anyhow::Result<TargetSpec> {
-    if all {
-        return Ok(TargetSpec::All);
-    }
-    if !command.is_empty() {
-        return Ok(TargetSpec::Command(command.to_vec()));
-    }
-    for &pid in pids {
-        if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
-            bail!("no process with PID {pid}");
-        }
-    }
-    Ok(TargetSpec::Pids(pids.to_vec()))
-}
-
-fn target_spec(args: &ProfileArgs) -> anyhow::Result<TargetSpec> {
-    target_spec_of(args.all, &args.command, &args.pid)
 }
 
 fn describe_drops(drops: &[(String, u64)]) -> String {

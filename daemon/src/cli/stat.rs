@@ -16,7 +16,7 @@ use crate::{
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
-    let spec = super::profile::target_spec_of(args.all, &args.command, &args.pid)?;
+    let spec = args.target.spec()?;
     // Fail on an unwritable path before tracing, not after.
     let output = match &args.output {
         Some(path) => Some(

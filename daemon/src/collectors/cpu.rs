@@ -272,6 +272,13 @@ impl Collector for CpuCollector {
         self.rotate()
     }
 
+    fn drain_sealed(&mut self, cx: &mut Context<'_>) -> Result<(), BpfError> {
+        // The epoch `seal` (a tick) retired: its stacks stay readable until the next rotation.
+        let counts = self.take_retired_counts();
+        self.add_counts(counts, cx);
+        Ok(())
+    }
+
     fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), BpfError> {
         let counts = self.take_all_counts();
         self.add_counts(counts, cx);

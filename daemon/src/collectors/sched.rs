@@ -71,6 +71,9 @@ pub struct SchedOptions {
     pub offcpu_stacks: bool,
     /// Run-queue histograms per process and totals per thread.
     pub runq_stats: bool,
+    /// With `offcpu_stacks`: also count each stack's blocks, in a `Lock`-typed profile
+    /// (blocks, blocked ns) beside the off-CPU time (for `loupe debug-sched`).
+    pub offcpu_blocks: bool,
 }
 
 /// A new off-CPU key's user stack, from the event ring buffer.
@@ -224,14 +227,10 @@ impl SchedCollector {
         Ok(collector)
     }
 
-    /// The current generation: the kernel adds to its maps, and stamps new off-CPU keys
-    /// with it.
-    pub fn generation(&self) -> u32 {
-        self.config.generation
-    }
-
     /// Removes and returns what the retired generation's maps hold: the kernel stopped
-    /// writing them at the last [`Self::rotate`], which must be a full period ago. The
+    /// writing them at the last [`Self::rotate`], which must be a full period ago (or, at a
+    /// window boundary, long enough for programs already running to return: what they
+    /// add after this is taken at the next drain). The
     /// retired generation's stack ids stay readable until the next `rotate`.
     pub fn take_retired(&mut self) -> SchedDrain {
         let retired = (self.config.generation & 1) ^ 1;
@@ -383,6 +382,8 @@ const MAX_RESOLVED_KEYS: usize = 65536;
 /// moves drained totals into the store.
 pub struct SchedEngineCollector {
     inner: SchedCollector,
+    /// Whether blocks are counted per stack too (`SchedOptions::offcpu_blocks`).
+    blocks: bool,
     /// Raw frames and name of each off-CPU key seen, with the tick it was last used.
     resolved: StdHashMap<OffCpuKey, (Vec<RawFrame>, String, u64)>,
     tick: u64,
@@ -392,6 +393,7 @@ pub struct SchedEngineCollector {
 impl SchedEngineCollector {
     pub fn attach(ebpf: &mut Ebpf, options: SchedOptions) -> Result<Self, BpfError> {
         Ok(SchedEngineCollector {
+            blocks: options.offcpu_blocks,
             inner: SchedCollector::attach(ebpf, options)?,
             resolved: StdHashMap::new(),
             tick: 0,
@@ -449,6 +451,15 @@ impl SchedEngineCollector {
                     (frames, comm)
                 }
             };
+            if self.blocks {
+                cx.store.profile(ProfileType::Lock).add(
+                    key.pid,
+                    key.tid,
+                    &comm,
+                    frames.clone(),
+                    &[value.count, value.total_ns],
+                );
+            }
             cx.store.profile(ProfileType::OffCpu).add(
                 key.pid,
                 key.tid,
@@ -507,6 +518,14 @@ impl Collector for SchedEngineCollector {
         self.add_drain(drain, cx);
         self.evict_resolved();
         self.inner.rotate()
+    }
+
+    fn drain_sealed(&mut self, cx: &mut Context<'_>) -> Result<(), BpfError> {
+        // The generation retired by `seal` (a tick): its stacks stay readable until the next
+        // rotation, and whatever the kernel still adds to it is taken by the next tick.
+        let drain = self.inner.take_retired();
+        self.add_drain(drain, cx);
+        Ok(())
     }
 
     fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), BpfError> {

@@ -55,6 +55,19 @@ pub trait Collector: Send {
     /// Periodic drain of in-kernel aggregates into the store (every engine tick).
     fn tick(&mut self, cx: &mut Context<'_>) -> Result<(), BpfError>;
 
+    /// A window boundary, first half: stop adding to what the next drain takes (a new
+    /// generation of in-kernel maps) and drain what was closed before. By default, a tick.
+    fn seal(&mut self, cx: &mut Context<'_>) -> Result<(), BpfError> {
+        self.tick(cx)
+    }
+
+    /// A window boundary, second half, once the engine handled the ring-buffer records
+    /// written meanwhile: drain what [`Self::seal`] closed, so the window ends at the seal
+    /// rather than up to a tick later. By default nothing: the next tick drains it.
+    fn drain_sealed(&mut self, _cx: &mut Context<'_>) -> Result<(), BpfError> {
+        Ok(())
+    }
+
     /// The final drain, when the session stops: everything still in the kernel.
     fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), BpfError>;
 

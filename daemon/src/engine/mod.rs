@@ -5,10 +5,12 @@
 //! target tracking, the process table and the store. It polls the shared event ring buffer,
 //! dispatches each record by kind (process lifecycle to the target tracking, samples to the
 //! collector that [handles](Collector::handles) them), and on every tick lets collectors
-//! drain their in-kernel aggregates and evicts processes that exited. Front-ends talk to it
-//! through the [`Session`] handle: they choose targets and durations, take finished
-//! [`Window`]s and symbolize and render them on their own threads, so an HTTP request or a
-//! slow symbolization never stalls sampling.
+//! drain their in-kernel aggregates and evicts processes that exited; a window taken is
+//! sealed first (collectors close and drain their in-kernel maps), so it ends when taken
+//! rather than up to a tick later. Front-ends talk to it through the [`Session`] handle:
+//! they choose targets and durations, take finished [`Window`]s and symbolize and render
+//! them on their own threads, so an HTTP request or a slow symbolization never stalls
+//! sampling.
 
 pub mod collector;
 mod map_sizes;
@@ -60,6 +62,9 @@ const REREAD_AFTER_EXEC: Duration = Duration::from_millis(10);
 /// (in-kernel counts drained on later ticks) resolve against its mappings.
 const EXITED_GRACE_TICKS: u64 = 3;
 
+/// How long a window boundary waits for programs still writing the closed maps.
+const SEAL_GRACE: Duration = Duration::from_millis(2);
+
 /// A capability to run, with its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Capability {
@@ -78,6 +83,9 @@ pub enum Capability {
         targets: Vec<(u32, crate::goroutines::probes::ProbePoints)>,
         command: Option<crate::goroutines::probes::ProbePoints>,
     },
+    /// With `Sched { offcpu_stacks: true }`: also count each off-CPU stack's blocks (a
+    /// `Lock`-typed profile of blocks and blocked time), as `loupe debug-sched` reports them.
+    OffCpuBlockCounts,
 }
 
 /// Every capability's kernel features, by capability name (`loupe check` lists them).
@@ -130,7 +138,6 @@ enum Control {
     /// The command to launch was forked and waits before its exec: attach what needs its pid.
     CommandStarted(u32, mpsc::Sender<Result<(), BpfError>>),
     /// Observe (true) or stop observing (false) a process.
-    #[allow(dead_code)] // The node daemon's API adds and removes targets while running.
     Target(u32, bool, mpsc::Sender<Result<(), BpfError>>),
     /// Drain everything and stop; reply with the last window.
     Stop(mpsc::Sender<Window>),
@@ -237,13 +244,25 @@ impl Session {
     }
 
     /// Starts observing process `pid` (with its threads) while running.
-    #[allow(dead_code)] // For the node daemon.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "for the node daemon's API; tested in live_tests.rs"
+        )
+    )]
     pub fn add_target(&self, pid: u32) -> Result<(), EngineError> {
         Ok(self.send(|tx| Control::Target(pid, true, tx))??)
     }
 
     /// Stops observing process `pid`.
-    #[allow(dead_code)] // For the node daemon.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "for the node daemon's API; tested in live_tests.rs"
+        )
+    )]
     pub fn remove_target(&self, pid: u32) -> Result<(), EngineError> {
         Ok(self.send(|tx| Control::Target(pid, false, tx))??)
     }
@@ -332,6 +351,9 @@ impl Engine {
                         SchedOptions {
                             offcpu_stacks: *offcpu_stacks,
                             runq_stats: true,
+                            offcpu_blocks: config
+                                .capabilities
+                                .contains(&Capability::OffCpuBlockCounts),
                         },
                     )?))
                 }
@@ -342,6 +364,8 @@ impl Engine {
                         command.clone(),
                     )?,
                 )),
+                // A setting of the sched collector, read above.
+                Capability::OffCpuBlockCounts => {}
             }
         }
         let explicit_alive = match &config.targets {
@@ -393,6 +417,7 @@ impl Engine {
             loop {
                 match control.try_recv() {
                     Ok(Control::TakeWindow(reply)) => {
+                        self.seal();
                         let window = self.take_window();
                         let _ = reply.send(window);
                     }
@@ -484,6 +509,37 @@ impl Engine {
         // A --pid target that exited before the first exit event could be seen.
         self.explicit_alive
             .retain(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    /// Ends what the current window gathers now, not up to a tick later: every collector
+    /// closes its in-kernel maps, the records written meanwhile are handled, and the closed
+    /// maps are drained into the store.
+    fn seal(&mut self) {
+        self.drain_events();
+        let mut cx = Context {
+            processes: &mut self.processes,
+            store: &mut self.store,
+        };
+        for c in &mut self.collectors {
+            if let Err(e) = c.seal(&mut cx) {
+                self.tick_errors += 1;
+                log::warn!("{} collector: {e}", c.name());
+            }
+        }
+        // Programs that read the old generation just before the switch finish within
+        // microseconds; their stack copies are in the ring buffer once they return.
+        thread::sleep(SEAL_GRACE);
+        self.drain_events();
+        let mut cx = Context {
+            processes: &mut self.processes,
+            store: &mut self.store,
+        };
+        for c in &mut self.collectors {
+            if let Err(e) = c.drain_sealed(&mut cx) {
+                self.tick_errors += 1;
+                log::warn!("{} collector: {e}", c.name());
+            }
+        }
     }
 
     fn finish(&mut self) {
@@ -600,6 +656,9 @@ pub fn read_record<T: Copy>(record: &[u8]) -> Option<T> {
 fn parse_process_event(record: &[u8]) -> Option<u32> {
     read_record::<ProcessEvent>(record).map(|e| e.pid)
 }
+
+#[cfg(test)]
+mod live_tests;
 
 #[cfg(test)]
 mod tests {

@@ -71,7 +71,7 @@ fn parse_state_line(line: &str) -> Option<StateLine> {
 }
 
 /// `VmRSS` and `VmHWM` of a process, KiB; `None` once it is gone.
-fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+pub(crate) fn memory_kib(pid: u32) -> Option<(u64, u64)> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u64> {
         status

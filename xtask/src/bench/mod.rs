@@ -8,6 +8,7 @@
 //! Reported: the benchmark's elapsed time as a ratio to no profiler; for each profiler, the
 //! time from the end of profiling to the written file and its peak RSS.
 
+pub mod cargo_build;
 pub mod churn;
 pub mod goroutines;
 pub mod sched;
