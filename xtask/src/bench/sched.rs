@@ -5,8 +5,10 @@
 //! `wrk` on loopback. Each runs under every tracer in turn, interleaved over rounds (the
 //! order rotates), and each run's throughput is compared with the same round's run with
 //! nothing traced: nothing, `loupe stat --all`, `loupe profile --type offcpu --all`,
-//! `loupe daemon` with its defaults, and `perf record -e sched:sched_switch -a -g` (a peer's
-//! way to get off-CPU stacks).
+//! `loupe daemon` with its defaults but a goroutine census every second (so the Go server's
+//! goroutines are counted and its scheduling latency histogram read during every run, the
+//! always-on Go figures), and `perf record -e sched:sched_switch -a -g` (a peer's way to get
+//! off-CPU stacks).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -46,7 +48,7 @@ impl Tracer {
             Tracer::None => "nothing",
             Tracer::LoupeStat => "loupe stat --all",
             Tracer::LoupeOffcpu => "loupe profile --type offcpu --all",
-            Tracer::LoupeDaemon => "loupe daemon (defaults)",
+            Tracer::LoupeDaemon => "loupe daemon (defaults, goroutine census every 1 s)",
             Tracer::PerfSchedSwitch => "perf record -e sched:sched_switch -a -g",
         }
     }
@@ -64,7 +66,11 @@ impl Tracer {
                     .arg(out_dir.join("sched-offcpu.pb.gz"));
             }
             Tracer::LoupeDaemon => {
-                cmd.args(["daemon", "--listen", DAEMON_ADDR]);
+                let config = out_dir.join("sched-daemon.toml");
+                std::fs::write(&config, "goroutine_census_interval = \"1s\"\n")
+                    .with_context(|| format!("writing {}", config.display()))?;
+                cmd.args(["daemon", "--listen", DAEMON_ADDR, "--config"])
+                    .arg(&config);
             }
             Tracer::PerfSchedSwitch => {
                 let child = Command::new("perf")
