@@ -92,6 +92,11 @@ impl LatencyHistogram {
     }
 
     /// Heap bytes held (for the daemon's memory cap).
+    /// Gives back spare capacity (a histogram about to be kept a long time).
+    pub fn shrink_to_fit(&mut self) {
+        self.buckets.shrink_to_fit();
+    }
+
     pub fn heap_bytes(&self) -> usize {
         self.buckets.capacity() * std::mem::size_of::<(u16, u64)>()
     }

@@ -3,14 +3,14 @@
 //! API server is asked.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 /// What is known of one process.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ProcessInfo {
     pub comm: String,
     pub exe: Option<String>,
@@ -94,6 +94,9 @@ pub struct Attribution {
     proc_root: PathBuf,
     pod_log_dir: PathBuf,
     known: HashMap<u32, Arc<ProcessInfo>>,
+    /// Every distinct attribution held, once: processes of one program (the many short
+    /// compilers of a build) and one process's successive windows share it.
+    distinct: HashSet<Arc<ProcessInfo>>,
     pods: HashMap<String, String>,
     pods_read: Option<Instant>,
 }
@@ -104,6 +107,7 @@ impl Default for Attribution {
             proc_root: "/proc".into(),
             pod_log_dir: "/var/log/pods".into(),
             known: HashMap::new(),
+            distinct: HashSet::new(),
             pods: HashMap::new(),
             pods_read: None,
         }
@@ -115,22 +119,35 @@ impl Attribution {
     pub fn lookup(&mut self, pid: u32, fallback_comm: &str) -> Arc<ProcessInfo> {
         match self.read(pid) {
             Some(info) => {
-                let info = Arc::new(info);
+                let info = self.shared(info);
                 self.known.insert(pid, info.clone());
                 info
             }
-            None => self.known.get(&pid).cloned().unwrap_or_else(|| {
-                Arc::new(ProcessInfo {
+            None => match self.known.get(&pid) {
+                Some(info) => info.clone(),
+                None => self.shared(ProcessInfo {
                     comm: fallback_comm.to_string(),
                     ..ProcessInfo::default()
-                })
-            }),
+                }),
+            },
         }
     }
 
-    /// Forgets processes that are not in `live` (bounded state).
+    /// The held copy of `info`, added if new.
+    fn shared(&mut self, info: ProcessInfo) -> Arc<ProcessInfo> {
+        if let Some(held) = self.distinct.get(&info) {
+            return held.clone();
+        }
+        let info = Arc::new(info);
+        self.distinct.insert(info.clone());
+        info
+    }
+
+    /// Forgets processes that are not in `live`, and attributions nothing holds any more
+    /// (no process, no stored window): bounded state.
     pub fn retain(&mut self, live: impl Fn(u32) -> bool) {
         self.known.retain(|pid, _| live(*pid));
+        self.distinct.retain(|info| Arc::strong_count(info) > 1);
     }
 
     fn read(&mut self, pid: u32) -> Option<ProcessInfo> {
@@ -231,5 +248,21 @@ mod tests {
         assert!(info.exe.is_some());
         let gone = a.lookup(u32::MAX - 1, "ghost");
         assert_eq!((gone.comm.as_str(), gone.exe.as_ref()), ("ghost", None));
+    }
+
+    #[test]
+    fn processes_of_one_program_and_successive_windows_share_one_attribution() {
+        let mut a = Attribution::default();
+        let me = std::process::id();
+        let first = a.lookup(me, "x");
+        // The next window reads /proc again: the same attribution comes back.
+        assert!(Arc::ptr_eq(&first, &a.lookup(me, "x")));
+        // Two unknown pids of one name share theirs.
+        let one = a.lookup(u32::MAX - 1, "ghost");
+        assert!(Arc::ptr_eq(&one, &a.lookup(u32::MAX - 2, "ghost")));
+        // Once no process and no window holds one, it is let go.
+        drop((first, one));
+        a.retain(|pid| pid == me);
+        assert_eq!(a.distinct.len(), 1);
     }
 }

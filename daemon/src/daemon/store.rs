@@ -72,13 +72,14 @@ impl StoredWindow {
 
     fn estimate_bytes(&self) -> u64 {
         let profiles: u64 = self.profiles.values().map(StoredProfile::bytes).sum();
-        // A process's attribution is shared by the windows it appears in: the first one
-        // (held by it and the attribution cache alone) counts it.
+        // An attribution is shared by the windows its process appears in and by processes
+        // of the same program: the first window to hold it (beside the attribution's own
+        // set and cache) counts it.
         let processes = self
             .processes
             .values()
             .map(|p| {
-                let first = Arc::strong_count(&p.info) <= 2;
+                let first = Arc::strong_count(&p.info) <= 3;
                 size_of::<ProcessFigures>()
                     + 64
                     + p.runqueue.heap_bytes()

@@ -156,7 +156,8 @@ pub fn build(mut window: Window, shared: &Shared, attribution: &mut Attribution)
     acc.remove(&0); // the idle task
     let processes: HashMap<u32, ProcessFigures> = acc
         .into_iter()
-        .map(|(pid, a)| {
+        .map(|(pid, mut a)| {
+            a.runq.shrink_to_fit();
             let figures = ProcessFigures {
                 info: attribution.lookup(pid, &a.comm),
                 cpu_samples: a.cpu,
