@@ -549,6 +549,7 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
     );
     let (mut hogs, pid) = start_hogs(1, 60);
     let go_program = start_go_fixture("");
+    let go_reported = Instant::now();
     let go_pid = go_program.child.id();
     // The list and the flame graph need a stored window with the workload in it.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -581,6 +582,12 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
             "the Go program is not listed as Go: {p}"
         );
         std::thread::sleep(Duration::from_millis(300));
+    }
+    // The UI checks the leak view at its smallest threshold (10 s): the parked goroutines
+    // (their wait stamped by the GCs before the report) must be blocked longer than that.
+    let leak_age = Duration::from_secs(11);
+    if let Some(left) = leak_age.checked_sub(go_reported.elapsed()) {
+        std::thread::sleep(left);
     }
     // What the view must show, from the program itself: each wait reason's count (states
     // without a reason, like syscall, are in the state table instead) and every creator.
