@@ -1189,29 +1189,15 @@ fn daemon_counts_goroutines_as_the_go_program_does() {
 /// waits the daemon adds up over the rounds enclosing the window are the program's.
 #[test]
 fn daemon_goroutine_sched_latency_matches_the_runtimes_own() {
-    use std::io::{BufRead, BufReader, Write};
     assert_root();
     let _serial = serial();
     let daemon = Daemon::start(
         "window = \"2s\"\ngoroutine_census_interval = \"1s\"\ngoroutine_census_processes = 1000\n",
     );
     let (version, _) = go_toolchains().pop().expect("a Go toolchain");
-    let mut child = Command::new(fixture(&format!("go{version}/gevents")))
-        .arg("window")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start gevents");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut next_json = |what: &str| -> Value {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("gevents ended before {what}"))
-            .expect("read gevents");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what}: {e}: {line}"))
-    };
-    let pid = next_json("its ready line")["pid"].as_u64().expect("pid") as u32;
+    let mut gevents =
+        common::gevents::Gevents::start(&fixture(&format!("go{version}/gevents")), "window");
+    let pid = gevents.pid;
     let count = |daemon: &Daemon| -> Option<u64> {
         let (status, body) = daemon.get("/metrics");
         assert_eq!(status, 200);
@@ -1234,15 +1220,12 @@ fn daemon_goroutine_sched_latency_matches_the_runtimes_own() {
         );
         std::thread::sleep(Duration::from_millis(250));
     };
-    writeln!(stdin, "start").expect("start the window");
-    let truth = next_json("its window report");
+    let truth = gevents.run_window();
     let program = truth["runtime_latency_count"].as_u64().expect("count");
     // Two rounds after the window: the daemon has read past its end.
     std::thread::sleep(Duration::from_millis(2500));
     let after = count(&daemon).expect("the series is still there");
-    drop(stdin);
-    let status = child.wait().expect("wait for gevents");
-    assert!(status.success(), "gevents failed: {status}");
+    gevents.finish();
     let daemon_counted = after - before;
     eprintln!("goroutine scheduling waits: the daemon {daemon_counted}, the program {program}");
     // The same histogram: the daemon's span encloses the window; outside it the program is

@@ -11,11 +11,12 @@ mod common;
 use std::{
     io::{BufRead, BufReader, Write},
     path::Path,
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{Child, Command, Stdio},
     thread::JoinHandle,
     time::Duration,
 };
 
+use common::gevents::{next_json, Gevents};
 use common::*;
 use serde_json::Value;
 
@@ -41,47 +42,12 @@ enum Mismatch {
 /// sum of their squares.
 const SHORT: u64 = 500;
 
-/// A started fixture, waiting for its start line.
-struct Fixture {
-    child: Child,
-    stdin: ChildStdin,
-    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
-    pid: u32,
-}
-
 /// How far loupe's blocked-time figures may be from the fixture's own: the count (a
 /// runtime goroutine may block for the same reason meanwhile: at least one is allowed) and
 /// the total, which loupe takes from blocking to runnable and the fixture around the call
 /// (adding the wake-up's scheduling latency).
 const BLOCKED_COUNT_TOLERANCE: f64 = 0.02;
 const BLOCKED_TIME_TOLERANCE: f64 = 0.10;
-
-fn start_fixture(path: &Path, mode: &str) -> Fixture {
-    let mut child = Command::new(path)
-        .arg(mode)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", path.display()));
-    let stdin = child.stdin.take().expect("piped stdin");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    let ready = next_json(&mut lines, "its ready line");
-    let pid = ready["pid"].as_u64().expect("pid") as u32;
-    Fixture {
-        child,
-        stdin,
-        lines,
-        pid,
-    }
-}
-
-fn next_json(lines: &mut impl Iterator<Item = std::io::Result<String>>, what: &str) -> Value {
-    let line = lines
-        .next()
-        .unwrap_or_else(|| panic!("the fixture ended before {what}"))
-        .expect("read the fixture's output");
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what} is not JSON ({e}): {line}"))
-}
 
 /// Starts `loupe stat --pid P -o report` with `extra` arguments, once its probes are
 /// attached; returns it with a thread collecting the rest of its stderr.
@@ -110,34 +76,19 @@ fn stop_stat(child: Child, stderr: JoinHandle<String>, report: &Path) -> Value {
 }
 
 /// Closes the fixture's stdin and checks it ended as it does untraced: "bye", exit 0.
-fn finish_fixture(fixture: Fixture) {
-    let Fixture {
-        mut child,
-        stdin,
-        lines,
-        ..
-    } = fixture;
-    drop(stdin);
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().expect("wait for the fixture");
-    assert!(status.success(), "the traced fixture failed: {status}");
-    assert_eq!(rest, ["bye"], "the traced fixture's last output");
-}
-
 /// One traced window of `binary` run in `mode`: (the fixture's report, loupe's goroutines
 /// section).
 fn traced_window(binary: &Path, mode: &str) -> (Value, Value) {
     let dir = temp_dir();
     let report = dir.path().join("stat.json");
-    let mut fixture = start_fixture(binary, mode);
+    let mut fixture = Gevents::start(binary, mode);
     let (loupe, stderr) = start_stat(fixture.pid, &report, &["--goroutine-events"]);
-    writeln!(fixture.stdin, "start").expect("start the window");
-    let truth = next_json(&mut fixture.lines, "its window report");
+    let truth = fixture.run_window();
     // The last goroutines end microseconds after the fixture's report (they signalled
     // their end first): leave them time on a busy host.
     std::thread::sleep(Duration::from_millis(300));
     let report = stop_stat(loupe, stderr, &report);
-    finish_fixture(fixture);
+    fixture.finish();
     (truth, report["goroutines"].clone())
 }
 

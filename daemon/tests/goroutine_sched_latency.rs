@@ -7,13 +7,9 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    path::Path,
-    process::{Child, ChildStdin, Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
+use common::gevents::Gevents;
 use common::*;
 use serde_json::Value;
 
@@ -27,62 +23,18 @@ const COUNT_SLACK: u64 = 10;
 /// at their bucket's middle, so only the waits at the window's edges differ).
 const MEAN_TOLERANCE: f64 = 0.25;
 
-struct Fixture {
-    child: Child,
-    stdin: ChildStdin,
-    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
-    pid: u32,
-}
-
-fn start_fixture(path: &Path) -> Fixture {
-    let mut child = Command::new(path)
-        .arg("window")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", path.display()));
-    let stdin = child.stdin.take().expect("piped stdin");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    let ready = next_json(&mut lines, "its ready line");
-    let pid = ready["pid"].as_u64().expect("pid") as u32;
-    Fixture {
-        child,
-        stdin,
-        lines,
-        pid,
-    }
-}
-
-fn next_json(lines: &mut impl Iterator<Item = std::io::Result<String>>, what: &str) -> Value {
-    let line = lines
-        .next()
-        .unwrap_or_else(|| panic!("the fixture ended before {what}"))
-        .expect("read the fixture's output");
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what} is not JSON ({e}): {line}"))
-}
-
-fn finish_fixture(fixture: Fixture) {
-    let Fixture {
-        mut child, stdin, ..
-    } = fixture;
-    drop(stdin);
-    let status = child.wait().expect("wait for the fixture");
-    assert!(status.success(), "the fixture failed: {status}");
-}
-
 /// One window of `binary` under `loupe stat --pid`: (the fixture's report, loupe's report).
 fn window(binary: &Path) -> (Value, Value) {
     let dir = temp_dir();
     let report = dir.path().join("stat.json");
-    let mut fixture = start_fixture(binary);
+    let mut fixture = Gevents::start(binary, "window");
     let pid = fixture.pid.to_string();
     let path = report.to_str().expect("utf-8 path");
     let (loupe, stderr) = spawn_loupe_announcing(
         &["stat", "--pid", &pid, "-o", path, "--duration", "60s"],
         "loupe: tracing",
     );
-    writeln!(fixture.stdin, "start").expect("start the window");
-    let truth = next_json(&mut fixture.lines, "its window report");
+    let truth = fixture.run_window();
     std::thread::sleep(Duration::from_millis(200));
     // SAFETY: plain syscall on the pid of a child we have not reaped.
     unsafe { libc::kill(loupe.id() as i32, libc::SIGINT) };
@@ -96,7 +48,7 @@ fn window(binary: &Path) -> (Value, Value) {
     let text = std::fs::read_to_string(&report).unwrap_or_default();
     let got = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("loupe's report is not JSON ({e}): {text}\n{stderr}"));
-    finish_fixture(fixture);
+    fixture.finish();
     (truth, got)
 }
 
@@ -191,12 +143,10 @@ fn goroutine_sched_latency_of_an_unsupported_release_is_refused_by_name() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod");
-    let fixture = start_fixture(&relabelled);
+    let fixture = Gevents::start(&relabelled, "window");
     let pid = fixture.pid.to_string();
     let output = loupe(&["stat", "--pid", &pid, "-d", "1s", "--json"]);
-    let Fixture { mut child, .. } = fixture;
-    let _ = child.kill();
-    let _ = child.wait();
+    fixture.kill();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(

@@ -2,6 +2,8 @@
 //! against real programs (built by `cargo xtask fixtures`) and read what it wrote.
 #![allow(dead_code)] // Each test crate uses a different subset.
 
+pub mod gevents;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
