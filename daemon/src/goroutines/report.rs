@@ -46,7 +46,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::snapshot::{NamedFrame, NamedGoroutine, Snapshot};
-use super::Census;
+use super::{Census, GStatus};
 use crate::profile::format_nanos;
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -62,32 +62,31 @@ pub struct Counts {
 
 impl Counts {
     pub fn of(snapshot: &Snapshot) -> Counts {
-        let mut counts = Counts::default();
-        for g in snapshot.user_goroutines() {
-            counts.live += 1;
-            *counts
-                .by_state
-                .entry(g.state.name().to_string())
-                .or_default() += 1;
-            if let Some(reason) = &g.wait_reason {
-                *counts.by_wait_reason.entry(reason.clone()).or_default() += 1;
-            }
-        }
-        counts
+        Counts::from_states(
+            snapshot
+                .user_goroutines()
+                .map(|g| (g.state, g.wait_reason.as_deref())),
+        )
     }
 
     /// The same counts from a census whose stacks are not named (the daemon's periodic
     /// census, which needs no names).
     pub fn of_census(census: &Census) -> Counts {
+        Counts::from_states(
+            census
+                .user_goroutines()
+                .map(|g| (g.state, g.wait_reason.as_deref())),
+        )
+    }
+
+    /// Counts of (state, wait reason) pairs, one per user goroutine.
+    fn from_states<'a>(goroutines: impl Iterator<Item = (GStatus, Option<&'a str>)>) -> Counts {
         let mut counts = Counts::default();
-        for g in census.user_goroutines() {
+        for (state, wait_reason) in goroutines {
             counts.live += 1;
-            *counts
-                .by_state
-                .entry(g.state.name().to_string())
-                .or_default() += 1;
-            if let Some(reason) = &g.wait_reason {
-                *counts.by_wait_reason.entry(reason.clone()).or_default() += 1;
+            *counts.by_state.entry(state.name().to_string()).or_default() += 1;
+            if let Some(reason) = wait_reason {
+                *counts.by_wait_reason.entry(reason.to_string()).or_default() += 1;
             }
         }
         counts
