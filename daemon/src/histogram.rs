@@ -4,6 +4,7 @@
 //! (`loupe_ebpf::histogram`), so its histograms merge here without conversion.
 
 pub use loupe_ebpf::histogram::{bucket_lower_bound, latency_bucket, HIST_BUCKETS};
+use prost::encoding::{decode_varint, encode_varint};
 
 /// A latency histogram in nanoseconds.
 ///
@@ -91,20 +92,67 @@ impl LatencyHistogram {
             .map(|&(i, n)| (bucket_lower_bound(u32::from(i) + 1), n))
     }
 
-    /// Heap bytes held (for the daemon's memory cap).
-    /// Gives back spare capacity (a histogram about to be kept a long time).
-    pub fn shrink_to_fit(&mut self) {
-        self.buckets.shrink_to_fit();
+    /// Appends the histogram to `out` as varints (count, sum, buckets, then each bucket as
+    /// its index's distance from the previous one and its count): a few bytes a bucket, for
+    /// histograms kept by the thousand.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        encode_varint(self.count, out);
+        encode_varint(self.sum_ns, out);
+        encode_varint(self.buckets.len() as u64, out);
+        let mut previous = 0;
+        for &(i, n) in &self.buckets {
+            encode_varint(u64::from(i - previous), out);
+            encode_varint(n, out);
+            previous = i;
+        }
     }
 
-    pub fn heap_bytes(&self) -> usize {
-        self.buckets.capacity() * std::mem::size_of::<(u16, u64)>()
+    /// Reads one histogram that [`encode`](Self::encode) wrote at the start of `bytes` and
+    /// moves past it; `None` when they do not hold one.
+    pub fn decode(bytes: &mut &[u8]) -> Option<LatencyHistogram> {
+        let count = decode_varint(bytes).ok()?;
+        let sum_ns = decode_varint(bytes).ok()?;
+        let len = usize::try_from(decode_varint(bytes).ok()?).ok()?;
+        let mut buckets = Vec::with_capacity(len.min(HIST_BUCKETS as usize));
+        let mut index = 0u64;
+        for _ in 0..len {
+            index += decode_varint(bytes).ok()?;
+            let n = decode_varint(bytes).ok()?;
+            buckets.push((u16::try_from(index).ok()?, n));
+        }
+        Some(LatencyHistogram {
+            buckets,
+            count,
+            sum_ns,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_histograms_decode_to_themselves() {
+        let mut h = LatencyHistogram::default();
+        for ns in [0, 1, 900, 1_500, 1_500, 3_000_000, u64::MAX / 2] {
+            h.record(ns);
+        }
+        let empty = LatencyHistogram::default();
+        let mut bytes = Vec::new();
+        h.encode(&mut bytes);
+        empty.encode(&mut bytes);
+        h.encode(&mut bytes);
+        let mut rest = bytes.as_slice();
+        assert_eq!(LatencyHistogram::decode(&mut rest), Some(h.clone()));
+        assert_eq!(LatencyHistogram::decode(&mut rest), Some(empty));
+        assert_eq!(LatencyHistogram::decode(&mut rest), Some(h));
+        assert!(rest.is_empty());
+        // Truncated input is refused, not misread.
+        let mut short = &bytes[..bytes.len() / 2];
+        let _ = LatencyHistogram::decode(&mut short);
+        assert_eq!(LatencyHistogram::decode(&mut &bytes[..2]), None);
+    }
 
     #[test]
     fn buckets_are_ordered_and_invert() {

@@ -264,8 +264,10 @@ fn candidates(shared: &Shared) -> Vec<(u32, String)> {
         .range(from, now);
     let mut cpu: HashMap<u32, (u64, String, SystemTime)> = HashMap::new();
     for w in &windows {
-        for (pid, p) in &w.processes {
-            let e = cpu.entry(*pid).or_insert((0, p.info.comm.clone(), w.start));
+        for p in w.processes.iter() {
+            let e = cpu
+                .entry(p.pid)
+                .or_insert((0, p.info.comm.clone(), w.start));
             e.0 += p.cpu_samples;
             if w.start >= e.2 {
                 e.1 = p.info.comm.clone();

@@ -185,23 +185,23 @@ impl Metrics {
                 None => self.events.with_label_values(&[name]).inc_by(*value),
             }
         }
-        let mut ranked: Vec<(&u32, u64)> = window
+        let mut ranked: Vec<(u32, u64)> = window
             .processes
             .iter()
-            .map(|(pid, p)| (pid, p.cpu_samples))
+            .map(|p| (p.pid, p.cpu_samples))
             .collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let top: HashSet<u32> = ranked
             .iter()
             .take(self.top_n)
             .filter(|(_, samples)| *samples > 0)
-            .map(|(pid, _)| **pid)
+            .map(|(pid, _)| *pid)
             .collect();
         let mut now_labelled = HashSet::new();
         let mut runq: HashMap<ProcessLabels, LatencyHistogram> = HashMap::new();
-        for (pid, p) in &window.processes {
-            let labels = if top.contains(pid) {
-                (pid.to_string(), p.info.comm.clone())
+        for p in window.processes.iter() {
+            let labels = if top.contains(&p.pid) {
+                (p.pid.to_string(), p.info.comm.clone())
             } else {
                 (OTHER.to_string(), OTHER.to_string())
             };
@@ -215,8 +215,9 @@ impl Metrics {
                     .with_label_values(&l)
                     .inc_by(ns as f64 / 1e9);
             }
-            if p.runqueue.count > 0 {
-                runq.entry(labels.clone()).or_default().merge(&p.runqueue);
+            let waits = p.runqueue();
+            if waits.count > 0 {
+                runq.entry(labels.clone()).or_default().merge(&waits);
             }
             now_labelled.insert(labels);
         }
@@ -559,6 +560,7 @@ mod tests {
     use crate::daemon::{
         attribution::ProcessInfo,
         census::{Figures, Round},
+        process_table::ProcessTable,
         store::ProcessFigures,
     };
     use std::{
@@ -661,7 +663,7 @@ mod tests {
             start: SystemTime::UNIX_EPOCH,
             duration: Duration::from_secs(10),
             profiles: BTreeMap::new(),
-            processes,
+            processes: ProcessTable::pack(processes),
             counters: vec![
                 ("drop_ringbuf_full".into(), 2),
                 ("samples_counted".into(), 51),
@@ -703,7 +705,7 @@ mod tests {
         processes.insert(20, figures("idle", 5, &[]));
         m.add_window(
             &StoredWindow {
-                processes,
+                processes: ProcessTable::pack(processes),
                 ..window
             },
             0.01,

@@ -10,6 +10,7 @@ pub mod attribution;
 pub mod census;
 pub mod config;
 pub mod metrics;
+pub mod process_table;
 pub mod store;
 pub mod stored;
 pub mod windows;

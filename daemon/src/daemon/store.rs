@@ -12,6 +12,7 @@ use crate::{histogram::LatencyHistogram, profile::Profile, profile::ProfileType}
 
 use super::{
     attribution::ProcessInfo,
+    process_table::ProcessTable,
     stored::{Pools, StoredProfile},
 };
 
@@ -43,7 +44,7 @@ pub struct StoredWindow {
     pub start: SystemTime,
     pub duration: Duration,
     pub profiles: BTreeMap<ProfileType, StoredProfile>,
-    pub processes: HashMap<u32, ProcessFigures>,
+    pub processes: ProcessTable,
     /// Sample and loss counters gathered during this window, by name.
     pub counters: Vec<(String, u64)>,
     /// Estimated heap bytes held besides the pools' (what the memory cap counts).
@@ -75,17 +76,18 @@ impl StoredWindow {
         // An attribution is shared by the windows its process appears in and by processes
         // of the same program: the first window to hold it (beside the attribution's own
         // set and cache) counts it.
-        let processes = self
+        let infos = self
             .processes
-            .values()
-            .map(|p| {
-                let first = Arc::strong_count(&p.info) <= 3;
-                size_of::<ProcessFigures>()
-                    + 64
-                    + p.runqueue.heap_bytes()
-                    + if first { p.info.heap_bytes() } else { 0 }
+            .infos()
+            .map(|info| {
+                if Arc::strong_count(info) <= 3 {
+                    info.heap_bytes()
+                } else {
+                    0
+                }
             })
             .sum::<usize>();
+        let processes = self.processes.heap_bytes() + infos;
         let counters: usize = self.counters.iter().map(|(n, _)| n.len() + 32).sum();
         profiles + (size_of::<StoredWindow>() + processes + counters) as u64
     }
@@ -134,7 +136,7 @@ impl WindowStore {
             start: data.start,
             duration: data.duration,
             profiles,
-            processes: data.processes,
+            processes: ProcessTable::pack(data.processes),
             counters: data.counters,
             bytes: 0,
         };

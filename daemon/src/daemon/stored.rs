@@ -93,10 +93,11 @@ impl StoredProfile {
             .iter()
             .map(|s| {
                 size_of::<StoredSample>()
-                    + s.values.len() * 8
+                    + allocation(s.values.len() * 8)
+                    + allocation(size_of_val(&*s.labels))
                     + s.labels
                         .iter()
-                        .map(|(k, v)| k.len() + v.len() + 48)
+                        .map(|(k, v)| allocation(k.len()) + allocation(v.len()))
                         .sum::<usize>()
             })
             .sum();
@@ -242,22 +243,34 @@ impl Pools {
     }
 }
 
+/// What malloc adds to each allocation (its header and rounding), so that the cap bounds
+/// the memory really held rather than the bytes asked for.
+const ALLOCATION_OVERHEAD: usize = 16;
+
+/// Bytes of an allocation of `len` bytes (none when empty).
+fn allocation(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        len + ALLOCATION_OVERHEAD
+    }
+}
+
 /// Bytes of a pooled frame: itself behind its Arc (two counters), its strings, its slot.
 fn frame_bytes(frame: &Frame) -> u64 {
-    (size_of::<Frame>()
-        + 16
-        + frame.function.len()
-        + frame.module.len()
-        + frame.file.as_ref().map_or(0, String::len)
+    (allocation(size_of::<Frame>() + 16)
+        + allocation(frame.function.len())
+        + allocation(frame.module.len())
+        + allocation(frame.file.as_ref().map_or(0, String::len))
         + size_of::<Arc<Frame>>()) as u64
 }
 
 fn stack_bytes(stack: &[Arc<Frame>]) -> u64 {
-    (16 + std::mem::size_of_val(stack) + size_of::<PooledStack>()) as u64
+    (allocation(16 + std::mem::size_of_val(stack)) + size_of::<PooledStack>()) as u64
 }
 
 fn str_bytes(s: &str) -> u64 {
-    (16 + s.len() + size_of::<Arc<str>>()) as u64
+    (allocation(16 + s.len()) + size_of::<Arc<str>>()) as u64
 }
 
 #[cfg(test)]

@@ -156,8 +156,7 @@ pub fn build(mut window: Window, shared: &Shared, attribution: &mut Attribution)
     acc.remove(&0); // the idle task
     let processes: HashMap<u32, ProcessFigures> = acc
         .into_iter()
-        .map(|(pid, mut a)| {
-            a.runq.shrink_to_fit();
+        .map(|(pid, a)| {
             let figures = ProcessFigures {
                 info: attribution.lookup(pid, &a.comm),
                 cpu_samples: a.cpu,

@@ -68,8 +68,8 @@ pub async fn processes(State(state): State<AppState>, RawQuery(raw): RawQuery) -
     }
     let mut acc: HashMap<u32, Acc> = HashMap::new();
     for w in &found {
-        for (pid, p) in &w.processes {
-            let a = acc.entry(*pid).or_insert_with(|| Acc {
+        for p in w.processes.iter() {
+            let a = acc.entry(p.pid).or_insert_with(|| Acc {
                 latest: p.info.clone(),
                 exited: false,
                 cpu: 0,
@@ -82,7 +82,7 @@ pub async fn processes(State(state): State<AppState>, RawQuery(raw): RawQuery) -
             if let Some(ns) = p.offcpu_ns {
                 a.offcpu = Some(a.offcpu.unwrap_or(0) + ns);
             }
-            a.runq.merge(&p.runqueue);
+            a.runq.merge(&p.runqueue());
         }
     }
     let period = shared.cpu_period_ns() as f64 / 1e9;
@@ -206,7 +206,7 @@ fn pids_of(
             let mut ids = HashSet::new();
             let mut pids = HashSet::new();
             for w in windows {
-                for (pid, p) in &w.processes {
+                for p in w.processes.iter() {
                     if let Some(id) = p
                         .info
                         .container_id
@@ -214,7 +214,7 @@ fn pids_of(
                         .filter(|id| id.starts_with(prefix.as_str()))
                     {
                         ids.insert(id.to_string());
-                        pids.insert(*pid);
+                        pids.insert(p.pid);
                     }
                 }
             }
@@ -373,9 +373,9 @@ pub async fn histograms(State(state): State<AppState>, RawQuery(raw): RawQuery) 
     let pids = pids_of(&target, &found)?;
     let mut h = LatencyHistogram::default();
     for w in &found {
-        for (pid, p) in &w.processes {
-            if pids.as_ref().is_none_or(|s| s.contains(pid)) {
-                h.merge(&p.runqueue);
+        for p in w.processes.iter() {
+            if pids.as_ref().is_none_or(|s| s.contains(&p.pid)) {
+                h.merge(&p.runqueue());
             }
         }
     }
