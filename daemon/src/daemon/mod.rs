@@ -126,6 +126,20 @@ impl Shared {
             let slot = counters.entry(name.clone()).or_default();
             *slot = slot.saturating_add(*value);
         }
+        drop(counters);
+        return_freed_memory();
+    }
+}
+
+/// Gives the pages malloc holds free back to the kernel. Each window builds and frees a
+/// symbolized profile several times the size of what is stored; glibc keeps such freed
+/// memory in its heaps (one per thread that allocated it) unless asked, and the daemon's
+/// RSS would then grow with the largest windows seen rather than with what it stores.
+fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks and trims glibc's own heaps.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
