@@ -38,7 +38,13 @@
 //!     },
 //!     "created_by_site": {       // goroutines created, by the function whose `go` statement
 //!       "main.spawn": 4990, "[other]": 3   // created them (the parent's function); top 20
-//!     }
+//!     },
+//!     "created_by_parent": [     // goroutines created, by the goroutine that executed the
+//!       {"goroutine": 18, "created": 4990},  // `go` statement (its goid, the runtime's own
+//!       {"goroutine": 1, "created": 10}      // id, as in a traceback's `goroutine 18 [`);
+//!     ],                         // largest first, top 20; goroutine 0: created by the
+//!                                // runtime with no goroutine running (runtime.main)
+//!     "created_by_other_parents": 3   // the sum of those beyond the top 20
 //!   },
 //!   "processes": [               // one entry per process, largest on-CPU time first,
 //!     {"pid": 1234, "comm": "app", "exited": false, "sched": {...}}   // same keys
@@ -115,6 +121,18 @@ pub struct GoroutineStat {
     pub blocked_by_wait_reason: Option<BTreeMap<String, Blocked>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_by_site: Option<BTreeMap<String, u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by_parent: Option<Vec<ParentCount>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by_other_parents: Option<u64>,
+}
+
+/// Goroutines one parent goroutine created.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ParentCount {
+    /// The parent's goid (0: none, the runtime's bootstrap).
+    pub goroutine: u64,
+    pub created: u64,
 }
 
 /// Time goroutines spent blocked for one wait reason: blocks that ended, and their sum.
@@ -127,6 +145,9 @@ pub struct Blocked {
 /// Creation sites kept by name in `created_by_site`; the rest are summed as [`OTHER_SITES`].
 pub const TOP_SITES: usize = 20;
 pub const OTHER_SITES: &str = "[other]";
+/// Parent goroutines listed in `created_by_parent`; the rest are summed in
+/// `created_by_other_parents`.
+pub const TOP_PARENTS: usize = 20;
 
 /// Runnable-to-running latency of goroutines.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -186,6 +207,7 @@ impl GoroutineStat {
         for (reason, ns) in labelled(goroutine_events::BLOCKED_NS) {
             blocked.entry(reason).or_default().total_ns = ns;
         }
+        let parents = top_parents(labelled(goroutine_events::CREATED_BY_PARENT));
         Some(GoroutineStat {
             census: None,
             created: Some(counter(goroutine_events::CREATED)),
@@ -199,8 +221,29 @@ impl GoroutineStat {
             }),
             blocked_by_wait_reason: Some(blocked),
             created_by_site: Some(top_sites(labelled(goroutine_events::CREATED_BY_SITE))),
+            created_by_parent: Some(parents.0),
+            created_by_other_parents: Some(parents.1),
         })
     }
+}
+
+/// The [`TOP_PARENTS`] parent goroutines that created the most goroutines, largest first,
+/// and the others' sum. Labels are goids in decimal (a label that is not one is left out).
+fn top_parents(labels: impl Iterator<Item = (String, u64)>) -> (Vec<ParentCount>, u64) {
+    let mut all: Vec<ParentCount> = labels
+        .filter_map(|(goid, created)| {
+            let goroutine = goid.parse().ok()?;
+            (created > 0).then_some(ParentCount { goroutine, created })
+        })
+        .collect();
+    all.sort_by(|a, b| {
+        b.created
+            .cmp(&a.created)
+            .then(a.goroutine.cmp(&b.goroutine))
+    });
+    let rest = all.iter().skip(TOP_PARENTS).map(|p| p.created).sum();
+    all.truncate(TOP_PARENTS);
+    (all, rest)
 }
 
 /// The [`TOP_SITES`] sites that created the most goroutines, and the others' sum.
@@ -439,6 +482,16 @@ fn render_goroutines(g: &GoroutineStat, out: &mut dyn std::io::Write) -> std::io
         let list: Vec<String> = by_count.iter().map(|(f, n)| format!("{f} {n}")).collect();
         writeln!(out, "  created by: {}", list.join(", "))?;
     }
+    if let Some(parents) = g.created_by_parent.as_ref().filter(|p| !p.is_empty()) {
+        let mut list: Vec<String> = parents
+            .iter()
+            .map(|p| format!("goroutine {} {}", p.goroutine, p.created))
+            .collect();
+        if let Some(rest) = g.created_by_other_parents.filter(|n| *n > 0) {
+            list.push(format!("others {rest}"));
+        }
+        writeln!(out, "  created by parent: {}", list.join(", "))?;
+    }
     Ok(())
 }
 
@@ -516,6 +569,8 @@ mod tests {
         // Blocked time and creation sites: absent labels are empty maps, not missing keys.
         assert_eq!(g.blocked_by_wait_reason, Some(BTreeMap::new()));
         assert_eq!(json["created_by_site"], serde_json::json!({}));
+        assert_eq!(json["created_by_parent"], serde_json::json!([]));
+        assert_eq!(json["created_by_other_parents"], 0);
         // Another process, or a window without events: no section.
         assert!(report(&window, Some(11), "pid 11").goroutines.is_none());
         assert!(GoroutineStat::events(&window, 11).is_none());
@@ -600,6 +655,63 @@ mod tests {
         let text = String::from_utf8_lossy(&text);
         assert!(
             text.contains("chan receive") && text.contains("main.f00 100"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_top_parent_goroutines_largest_first_and_the_others_summed() {
+        let mut store = Store::default();
+        store
+            .histogram(HistogramKey {
+                name: goroutine_events::SCHED_LATENCY_HISTOGRAM,
+                pid: 10,
+            })
+            .record(1_000);
+        // Goroutine 100 + i created 10 + i; two readings of goroutine 7 add up: 22 parents.
+        for i in 0..TOP_PARENTS as u64 + 1 {
+            let goid = (100 + i).to_string();
+            store.add_labelled_counter(10, goroutine_events::CREATED_BY_PARENT, &goid, 10 + i);
+        }
+        store.add_labelled_counter(10, goroutine_events::CREATED_BY_PARENT, "7", 500);
+        store.add_labelled_counter(10, goroutine_events::CREATED_BY_PARENT, "7", 1);
+        store.add_labelled_counter(11, goroutine_events::CREATED_BY_PARENT, "3", 900);
+        let window = store.take_window(HashMap::new(), Vec::new());
+        let g = report(&window, Some(10), "pid 10")
+            .goroutines
+            .expect("events");
+        let parents = g.created_by_parent.clone().expect("parents");
+        assert_eq!(parents.len(), TOP_PARENTS);
+        assert_eq!(
+            parents[..2],
+            [
+                ParentCount {
+                    goroutine: 7,
+                    created: 501
+                },
+                ParentCount {
+                    goroutine: 120,
+                    created: 30
+                }
+            ]
+        );
+        assert!(parents.windows(2).all(|w| w[0].created >= w[1].created));
+        // Left out: goroutines 100 (10) and 101 (11), the smallest.
+        assert_eq!(g.created_by_other_parents, Some(10 + 11));
+        assert!(parents
+            .iter()
+            .all(|p| ![3, 100, 101].contains(&p.goroutine)));
+        let json = serde_json::to_value(&g).expect("json");
+        assert_eq!(
+            json["created_by_parent"][0],
+            serde_json::json!({"goroutine": 7, "created": 501})
+        );
+        let mut text = Vec::new();
+        render_goroutines(&g, &mut text).expect("table");
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            text.contains("created by parent: goroutine 7 501, goroutine 120 30")
+                && text.contains("others 21"),
             "{text}"
         );
     }

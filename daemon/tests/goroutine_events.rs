@@ -4,7 +4,9 @@
 //! report of its window: how many goroutines it started (all of which end), the runtime's
 //! own `/sched/latencies:seconds` reading over the window, and its computed output; in its
 //! "block" mode, its own clock around every blocking call of each kind, and how many
-//! goroutines each of its two starting functions created.
+//! goroutines each of its two starting functions created; in both, how many goroutines
+//! each of its creating goroutines created, by the goroutine id the runtime itself gives
+//! it (the header of its `runtime.Stack`).
 
 mod common;
 
@@ -92,6 +94,68 @@ fn traced_window(binary: &Path, mode: &str) -> (Value, Value) {
     (truth, report["goroutines"].clone())
 }
 
+/// Goroutines created per parent goroutine against the fixture's own
+/// `created_by_goroutine` (goid: count). The window holds no other creation (its `created`
+/// is checked exact), so each count must be exact; `whole_life`: loupe traced the program
+/// from its start, when main (goroutine 1) also ran the runtime's start-up code, which
+/// starts goroutines of its own: main's count may only be more.
+fn check_parents(what: &str, truth: &Value, got: &Value, whole_life: bool) -> Vec<String> {
+    let Some(want) = truth["created_by_goroutine"]
+        .as_object()
+        .filter(|w| !w.is_empty())
+    else {
+        return vec![format!(
+            "{what}: the fixture reported no created_by_goroutine: {truth}"
+        )];
+    };
+    let Some(have) = got["created_by_parent"].as_array() else {
+        return vec![format!(
+            "{what}: loupe reported no created_by_parent: {got}"
+        )];
+    };
+    let mut errors = Vec::new();
+    // Every creation has its parent counted (none lost).
+    let by_parents: u64 = have
+        .iter()
+        .filter_map(|p| p["created"].as_u64())
+        .sum::<u64>()
+        + got["created_by_other_parents"].as_u64().unwrap_or(0);
+    if Some(by_parents) != got["created"].as_u64() {
+        errors.push(format!(
+            "{what}: loupe counted {} created, {by_parents} by parent: {}",
+            got["created"], got["created_by_parent"]
+        ));
+    }
+    for (goid, n) in want {
+        let (goid, n): (u64, u64) = match (goid.parse(), n.as_u64()) {
+            (Ok(g), Some(n)) => (g, n),
+            _ => {
+                errors.push(format!("{what}: unreadable created_by_goroutine {truth}"));
+                continue;
+            }
+        };
+        let counted = have
+            .iter()
+            .find(|p| p["goroutine"].as_u64() == Some(goid))
+            .and_then(|p| p["created"].as_u64());
+        let right = match counted {
+            Some(c) if whole_life && goid == 1 => c >= n,
+            Some(c) => c == n,
+            None => false,
+        };
+        if right {
+            eprintln!("{what}: goroutine {goid} created {n}, loupe counted {counted:?}");
+        } else {
+            errors.push(format!(
+                "{what}: goroutine {goid} created {n} goroutines, loupe counted {counted:?} \
+                 (created_by_parent: {})",
+                got["created_by_parent"]
+            ));
+        }
+    }
+    errors
+}
+
 fn check_window(what: &str, truth: &Value, got: &Value) -> Result<(), Mismatch> {
     let n = |v: &Value, key: &str| {
         v[key]
@@ -103,6 +167,10 @@ fn check_window(what: &str, truth: &Value, got: &Value) -> Result<(), Mismatch> 
         return Err(Mismatch::Other(format!(
             "{what}: the fixture created (and ended) {created} goroutines, loupe saw {got}"
         )));
+    }
+    let parents = check_parents(what, truth, got, false);
+    if !parents.is_empty() {
+        return Err(Mismatch::Other(parents.join("\n")));
     }
     let sum = truth["sum_of_squares"].as_u64().unwrap_or(0);
     let want_sum: u64 = (0..SHORT).map(|i| i * i).sum();
@@ -223,6 +291,7 @@ fn check_blocking(
             );
         }
     }
+    errors.extend(check_parents(what, truth, got, whole_life));
     for (site, want) in truth["created_by"].as_object().into_iter().flatten() {
         let have = &got["created_by_site"][site];
         if have.as_u64() != want.as_u64() {
@@ -293,6 +362,21 @@ fn goroutine_events_of_a_launched_command() {
         if sites["runtime.gcenable"].as_u64() != Some(2) {
             failures.push(format!(
                 "{what}: runtime.gcenable starts 2 goroutines before main, loupe saw {sites}"
+            ));
+        }
+        // The runtime's bootstrap (rt0_go) starts runtime.main with no goroutine running:
+        // the only creation without a parent (goroutine 0, Go's own parentGoid for it).
+        let orphans = got["created_by_parent"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["goroutine"].as_u64() == Some(0))
+            .and_then(|p| p["created"].as_u64());
+        if orphans != Some(1) {
+            failures.push(format!(
+                "{what}: runtime.main is the one goroutine created by no goroutine, loupe \
+                 counted {orphans:?} (created_by_parent: {})",
+                got["created_by_parent"]
             ));
         }
         let (created, exited) = (

@@ -1,7 +1,7 @@
 //! Goroutine events (`ebpf/src/probes/goroutines.rs`): a uprobe on `runtime.casgstatus` in
 //! each traced Go process, and the reader of the cumulative totals it keeps per process
 //! (goroutines created and exited, runnable-to-running latency, blocked time per wait
-//! reason, goroutines created per creation site). Each tick moves what was added since the
+//! reason, goroutines created per creation site and per parent goroutine). Each tick moves what was added since the
 //! previous reading into the store; totals are never reset in the kernel, so no increment
 //! is lost to a read.
 //!
@@ -20,7 +20,7 @@ use aya::{
     Ebpf,
 };
 use loupe_ebpf::{
-    goroutines::{counter, GoroutineStats, SiteKey, MAX_WAIT_REASONS},
+    goroutines::{counter, GoroutineStats, ParentKey, SiteKey, MAX_WAIT_REASONS},
     histogram::HIST_BUCKETS,
 };
 
@@ -49,6 +49,9 @@ pub const BLOCKED_COUNT: &str = "goroutines_blocked";
 pub const BLOCKED_NS: &str = "goroutines_blocked_ns";
 /// Labelled by the function that executed the `go` statement.
 pub const CREATED_BY_SITE: &str = "goroutines_created_by_site";
+/// Labelled by the parent goroutine's id (decimal; 0: created by the runtime with no
+/// goroutine running, as `runtime.main` is).
+pub const CREATED_BY_PARENT: &str = "goroutines_created_by_parent";
 /// The label of creation sites whose pc names no function.
 pub const UNKNOWN_SITE: &str = "[unknown]";
 
@@ -62,10 +65,13 @@ struct Traced {
 pub struct GoroutineCollector {
     stats: HashMap<MapData, u32, GoroutineStats>,
     sites: HashMap<MapData, SiteKey, u64>,
+    parents: HashMap<MapData, ParentKey, u64>,
     counters: PerCpuArray<MapData, u64>,
     traced: StdHashMap<u32, Traced>,
     /// Creation-site counts at the previous reading, and each site's name.
     last_sites: StdHashMap<SiteKey, (u64, String)>,
+    /// Parent goroutine counts at the previous reading.
+    last_parents: StdHashMap<ParentKey, u64>,
     /// The launched command's probe point, attached once it exists (see
     /// [`Collector::command_started`]).
     command: Option<ProbePoints>,
@@ -98,9 +104,11 @@ impl GoroutineCollector {
         let mut collector = GoroutineCollector {
             stats: take_map(ebpf, "GOROUTINE_STATS")?,
             sites: take_map(ebpf, "GOROUTINE_SITES")?,
+            parents: take_map(ebpf, "GOROUTINE_PARENTS")?,
             counters: take_map(ebpf, "GOROUTINE_COUNTERS")?,
             traced: StdHashMap::new(),
             last_sites: StdHashMap::new(),
+            last_parents: StdHashMap::new(),
             command,
         };
         program(ebpf)?
@@ -218,6 +226,7 @@ impl GoroutineCollector {
             }
         }
         self.drain_sites(cx, &gone);
+        self.drain_parents(cx, &gone);
         for pid in gone {
             self.traced.remove(&pid);
             let _ = self.stats.remove(&pid);
@@ -259,6 +268,39 @@ impl GoroutineCollector {
         for key in stale {
             self.last_sites.remove(&key);
             let _ = self.sites.remove(&key);
+        }
+    }
+
+    /// Parent goroutines: what each (process, parent) count gained since the last reading
+    /// (parents that created none since are left out); the entries of processes in `gone`
+    /// are removed after it.
+    fn drain_parents(&mut self, cx: &mut Context<'_>, gone: &[u32]) {
+        let now: Vec<(ParentKey, u64)> = self.parents.iter().filter_map(Result::ok).collect();
+        for (key, count) in now {
+            if !self.traced.contains_key(&key.tgid) {
+                continue;
+            }
+            let last = self.last_parents.entry(key).or_insert(0);
+            let added = count.wrapping_sub(*last);
+            *last = count;
+            if added > 0 {
+                let label = key.goid.to_string();
+                cx.store
+                    .add_labelled_counter(key.tgid, CREATED_BY_PARENT, &label, added);
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let stale: Vec<ParentKey> = self
+            .last_parents
+            .keys()
+            .filter(|k| gone.contains(&k.tgid))
+            .copied()
+            .collect();
+        for key in stale {
+            self.last_parents.remove(&key);
+            let _ = self.parents.remove(&key);
         }
     }
 }

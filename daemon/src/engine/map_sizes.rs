@@ -86,6 +86,7 @@ pub fn map_sizes(capabilities: &[Capability], cpus: u32) -> Vec<(&'static str, u
             ("GOROUTINE_STATS", 1),
             ("GOROUTINE_SINCE", 1),
             ("GOROUTINE_SITES", 1),
+            ("GOROUTINE_PARENTS", 1),
         ]);
     }
 

@@ -112,7 +112,9 @@ impl Binary {
             Some(Err(reason)) => {
                 return Err(GoroutineError::Binary {
                     pid,
-                    reason: format!("its DWARF does not describe runtime.g: {reason}"),
+                    reason: format!(
+                        "its DWARF does not describe runtime.g and runtime.m: {reason}"
+                    ),
                 })
             }
             None => (

@@ -103,7 +103,7 @@ fn attr_string(
     Some(String::from_utf8_lossy(s.slice()).into_owned())
 }
 
-/// Byte size of a member's type, following typedefs. Go's linker refers to types by
+/// Byte size of a member's type, following typedefs (a pointer is the address size). Go's linker refers to types by
 /// absolute `.debug_info` offset, often in another unit than the struct's.
 fn member_type_size(
     dwarf: &gimli::Dwarf<Slice>,
@@ -128,6 +128,10 @@ fn member_type_size(
             _ => return None,
         };
         let ty = u.entry(offset).ok()?;
+        // Go writes no byte size on pointer types: their target's is not theirs.
+        if ty.tag() == gimli::DW_TAG_pointer_type {
+            return Some(u64::from(u.encoding().address_size));
+        }
         if let Some(v) = ty.attr_value(gimli::DW_AT_byte_size) {
             return v.udata_value();
         }

@@ -4,7 +4,8 @@
 
 use super::dwarf::{Member, Structs};
 
-/// Byte offsets (amd64) of the `runtime.g` fields the census reads.
+/// Byte offsets (amd64) of the `runtime.g` fields the census reads, and of those the
+/// goroutine-event probe reads to find a creation's parent goroutine (`g.m`, `m.curg`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GLayout {
     /// `g.stack.lo` and `g.stack.hi`: the goroutine's stack bounds.
@@ -28,6 +29,10 @@ pub struct GLayout {
     pub gopc: u64,
     /// `g.startpc`: the goroutine function's entry.
     pub startpc: u64,
+    /// `g.m` (*m): the thread running the goroutine.
+    pub m: u64,
+    /// `m.curg` (*g, in `runtime.m`, not in `g`): the goroutine the thread runs.
+    pub m_curg: u64,
 }
 
 impl GLayout {
@@ -45,13 +50,14 @@ impl GLayout {
             self.waitreason + 1,
             self.gopc + 8,
             self.startpc + 8,
+            self.m + 8,
         ];
         ends.into_iter().max().unwrap_or(0)
     }
 }
 
 /// The struct types whose members [`from_dwarf`] needs.
-pub const DWARF_STRUCTS: [&str; 3] = ["runtime.g", "runtime.gobuf", "runtime.stack"];
+pub const DWARF_STRUCTS: [&str; 4] = ["runtime.g", "runtime.gobuf", "runtime.stack", "runtime.m"];
 
 /// The layout described by a binary's DWARF, or the name of the first field it lacks (or
 /// whose size is not what the census reads).
@@ -84,6 +90,8 @@ pub fn from_dwarf(structs: &Structs) -> Result<GLayout, String> {
         waitreason: member("runtime.g", "waitreason", Some(1))?,
         gopc: member("runtime.g", "gopc", Some(8))?,
         startpc: member("runtime.g", "startpc", Some(8))?,
+        m: member("runtime.g", "m", Some(8))?,
+        m_curg: member("runtime.m", "curg", Some(8))?,
     })
 }
 
@@ -101,6 +109,8 @@ const GO19: GLayout = GLayout {
     waitreason: 176,
     gopc: 296,
     startpc: 312,
+    m: 48,
+    m_curg: 192,
 };
 
 /// Go 1.21 and 1.22: fields between waitreason and gopc were removed (go1.21.13, go1.22.10).
@@ -121,7 +131,8 @@ const GO23: GLayout = GLayout {
     ..GO19
 };
 
-/// Go 1.25: `gobuf.ret` removed, so everything after `sched` moved up 8 (go1.25.5).
+/// Go 1.25: `gobuf.ret` removed, so everything after `sched` (in `g`, and after
+/// `m.morebuf` in `m`) moved up 8 (go1.25.5).
 const GO25: GLayout = GLayout {
     syscallsp: 104,
     syscallpc: 112,
@@ -131,6 +142,7 @@ const GO25: GLayout = GLayout {
     waitreason: 176,
     gopc: 280,
     startpc: 296,
+    m_curg: 184,
     ..GO19
 };
 

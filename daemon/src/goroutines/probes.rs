@@ -1,7 +1,7 @@
 //! Where goroutine events are probed in a Go executable: the entry of `runtime.casgstatus`,
 //! found by name in the pclntab (so stripped binaries too), as a file offset for a uprobe;
-//! the `g` fields the probe reads (from the release's layout, never guessed); and the names
-//! of what it counts (wait reasons, creation sites) from the same executable.
+//! the `g` and `m` fields the probe reads (from the release's layout, never guessed); and
+//! the names of what it counts (wait reasons, creation sites) from the same executable.
 
 use std::path::{Path, PathBuf};
 
@@ -29,7 +29,7 @@ pub struct ProbePoints {
     /// emulate (it emulates `push rbp`, how Go 1.21+ functions start; Go 1.19's
     /// `casgstatus` starts with `sub rsp`): every probe hit then costs several times more.
     pub single_stepped: bool,
-    /// Where `g.waitreason` and `g.gopc` are in this release's `runtime.g`.
+    /// Where `g.waitreason`, `g.gopc`, `g.m`, `g.goid` and `m.curg` are in this release.
     pub offsets: GOffsets,
 }
 
@@ -75,9 +75,14 @@ fn points(binary: &Binary, pid: u32, exe: PathBuf) -> Result<ProbePoints, Gorout
     let offset = |at: u64, field: &str| {
         u32::try_from(at).map_err(|_| not_found(format!("runtime.g.{field} at offset {at}")))
     };
+    let layout = &binary.layout;
     let offsets = GOffsets {
-        waitreason: offset(binary.layout.waitreason, "waitreason")?,
-        gopc: offset(binary.layout.gopc, "gopc")?,
+        waitreason: offset(layout.waitreason, "waitreason")?,
+        gopc: offset(layout.gopc, "gopc")?,
+        g_m: offset(layout.m, "m")?,
+        m_curg: offset(layout.m_curg, "m.curg (runtime.m)")?,
+        goid: offset(layout.goid, "goid")?,
+        _reserved: 0,
     };
     Ok(ProbePoints {
         exe,

@@ -4,11 +4,12 @@
 //! from through a probe: its arguments are all we need.
 //!
 //! It runs at every goroutine state change, so it is written for the common case: the
-//! arguments come from registers (Go's register ABI on amd64: RAX, RBX, RCX), transitions
-//! that are not counted return before any map is touched, the process's totals entry is
-//! created by userspace at attach (with the `g` field offsets of its Go release), so the
-//! kernel only ever looks it up, and one entry per goroutine (`GOROUTINE_SINCE`) serves
-//! both the runnable and the blocked start.
+//! arguments come from registers (Go's register ABI on amd64: RAX, RBX, RCX; R14 holds the
+//! current g), transitions that are not counted return before any map is touched, the
+//! process's totals entry is created by userspace at attach (with the `g` field offsets of
+//! its Go release), so the kernel only ever looks it up, and one entry per goroutine
+//! (`GOROUTINE_SINCE`) serves both the runnable and the blocked start. Only a creation
+//! (rarer) reads memory beyond the changed g: the parent goroutine's id, three reads.
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
@@ -21,8 +22,9 @@ use aya_ebpf::{
 };
 use loupe_ebpf::{
     goroutines::{
-        counter, GKey, GoroutineStats, Since, SiteKey, G_DEAD, G_RUNNABLE, G_RUNNING, G_WAITING,
-        MAX_CREATION_SITES, MAX_GO_PROCESSES, MAX_SINCE, MAX_WAIT_REASONS, SINCE_RUNNABLE,
+        counter, GKey, GoroutineStats, ParentKey, Since, SiteKey, G_DEAD, G_RUNNABLE, G_RUNNING,
+        G_WAITING, MAX_CREATION_SITES, MAX_GO_PROCESSES, MAX_PARENTS, MAX_SINCE, MAX_WAIT_REASONS,
+        SINCE_RUNNABLE,
     },
     histogram::{latency_bucket, HIST_BUCKETS},
 };
@@ -43,6 +45,11 @@ static GOROUTINE_SINCE: LruHashMap<GKey, Since> = LruHashMap::with_max_entries(M
 /// entries when it exits.
 #[map(name = "GOROUTINE_SITES")]
 static GOROUTINE_SITES: HashMap<SiteKey, u64> = HashMap::with_max_entries(MAX_CREATION_SITES, 0);
+
+/// Goroutines created per (tgid, parent goroutine id), cumulative; userspace removes a
+/// process's entries when it exits.
+#[map(name = "GOROUTINE_PARENTS")]
+static GOROUTINE_PARENTS: HashMap<ParentKey, u64> = HashMap::with_max_entries(MAX_PARENTS, 0);
 
 /// What a helper returns for an existing key (a negative errno).
 const EEXIST: i32 = -17;
@@ -76,33 +83,65 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// A goroutine was created (`newproc1` readying it): count it, and its creation site.
+/// A goroutine was created (`newproc1` readying it, on the system stack: `g0` is the
+/// current g): count it, by creation site and by parent goroutine.
 #[inline(always)]
-fn created(s: *mut GoroutineStats, g: u64, tgid: u32) {
+fn created(s: *mut GoroutineStats, g: u64, g0: u64, tgid: u32) {
     unsafe { add(&mut (*s).created, 1) };
-    let at = g.wrapping_add(unsafe { (*s).offsets.gopc } as u64);
-    let Ok(pc) = (unsafe { bpf_probe_read_user(at as *const u64) }) else {
-        increment(counter::DROP_G_READ_FAILED);
-        return;
-    };
-    let key = SiteKey {
-        tgid,
-        _reserved: 0,
-        pc,
-    };
-    if let Some(n) = GOROUTINE_SITES.get_ptr_mut(&key) {
+    let offsets = unsafe { (*s).offsets };
+    match read_u64(g.wrapping_add(offsets.gopc as u64)) {
+        Some(pc) => {
+            let key = SiteKey {
+                tgid,
+                _reserved: 0,
+                pc,
+            };
+            count(&GOROUTINE_SITES, &key, counter::DROP_SITES_MAP_FULL);
+        }
+        None => increment(counter::DROP_G_READ_FAILED),
+    }
+    // The parent is the goroutine the thread runs (`g0.m.curg`); none (0) when the runtime
+    // creates one from its bootstrap code.
+    let parent = read_u64(g0.wrapping_add(offsets.g_m as u64))
+        .and_then(|m| read_u64(m.wrapping_add(offsets.m_curg as u64)))
+        .and_then(|curg| match curg {
+            0 => Some(0),
+            _ => read_u64(curg.wrapping_add(offsets.goid as u64)),
+        });
+    match parent {
+        Some(goid) => {
+            let key = ParentKey {
+                tgid,
+                _reserved: 0,
+                goid,
+            };
+            count(&GOROUTINE_PARENTS, &key, counter::DROP_PARENTS_MAP_FULL);
+        }
+        None => increment(counter::DROP_G_READ_FAILED),
+    }
+}
+
+#[inline(always)]
+fn read_u64(at: u64) -> Option<u64> {
+    unsafe { bpf_probe_read_user(at as *const u64) }.ok()
+}
+
+/// Adds one to `key`'s count in `map`, inserting it; a full map is the loss `full`.
+#[inline(always)]
+fn count<K>(map: &HashMap<K, u64>, key: &K, full: u32) {
+    if let Some(n) = map.get_ptr_mut(key) {
         add(n, 1);
         return;
     }
-    match GOROUTINE_SITES.insert(&key, &1, BPF_NOEXIST as u64) {
+    match map.insert(key, &1, BPF_NOEXIST as u64) {
         Ok(()) => {}
         // Another CPU inserted it first.
         Err(EEXIST) => {
-            if let Some(n) = GOROUTINE_SITES.get_ptr_mut(&key) {
+            if let Some(n) = map.get_ptr_mut(key) {
                 add(n, 1);
             }
         }
-        Err(_) => increment(counter::DROP_SITES_MAP_FULL),
+        Err(_) => increment(full),
     }
 }
 
@@ -205,7 +244,7 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
         }
         set_since(entry, &key, now, SINCE_RUNNABLE);
         if old == G_DEAD {
-            created(s, g, tgid);
+            created(s, g, regs.r14, tgid);
         }
         return 0;
     }
@@ -213,7 +252,7 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
         blocked(s, entry, &key);
         if old == G_DEAD {
             // A goroutine created parked (Go 1.23+ coroutines).
-            created(s, g, tgid);
+            created(s, g, regs.r14, tgid);
         }
         return 0;
     }

@@ -9,8 +9,15 @@
 //! - time blocked per wait reason: from `_Grunning` (or `_Gdead`, a goroutine created
 //!   parked) -> `_Gwaiting` to `_Gwaiting` -> `_Grunnable`, by `g.waitreason` (which the
 //!   runtime sets before that `casgstatus` in every supported release);
-//! - and, in `GOROUTINE_SITES`, goroutines created per creation site (`g.gopc`, the return
-//!   address of the `go` statement, which `newproc1` sets before readying the g).
+//! - in `GOROUTINE_SITES`, goroutines created per creation site (`g.gopc`, the return
+//!   address of the `go` statement, which `newproc1` sets before readying the g);
+//! - and, in `GOROUTINE_PARENTS`, goroutines created per parent goroutine (the `goid` of
+//!   the goroutine that executed the `go` statement). `newproc1` runs on the system stack
+//!   (`systemstack`), so the current g (R14) is the thread's g0 and the parent is
+//!   `g0.m.curg`, which `systemstack` checks is the caller before it switches: one path for
+//!   every release (Go 1.21+ also stores `newg.parentGoid`, 1.19 does not). A creation with
+//!   no `curg` (the runtime's bootstrap starting `runtime.main`) counts under goroutine 0,
+//!   as Go's own `parentGoid` (g0's goid) does.
 //!
 //! Totals are never reset by the kernel: userspace reads them and takes differences, so a
 //! read can never race with an increment it would lose.
@@ -26,6 +33,10 @@ pub const MAX_GO_PROCESSES: u32 = 1024;
 /// Distinct (process, creation site) pairs counted at once; a new site beyond it is a
 /// counted loss ([`counter::DROP_SITES_MAP_FULL`]).
 pub const MAX_CREATION_SITES: u32 = 16384;
+/// Distinct (process, parent goroutine) pairs counted at once; a new parent beyond it is a
+/// counted loss ([`counter::DROP_PARENTS_MAP_FULL`]). Entries last until their process
+/// exits, so a long trace of a program whose goroutines each start others can fill it.
+pub const MAX_PARENTS: u32 = 8192;
 /// Wait reasons counted (`runtime.waitReason` is a uint8 whose values stay below 64 in every
 /// release 1.19 to 1.27); a larger one is a counted loss.
 pub const MAX_WAIT_REASONS: usize = 64;
@@ -60,8 +71,9 @@ pub struct Since {
     pub _reserved: u32,
 }
 
-/// Where the probe reads a process's `runtime.g` fields: written by userspace at attach
-/// from the layout of that process's Go release (never guessed), read-only in the kernel.
+/// Where the probe reads a process's `runtime.g` (and `runtime.m`) fields: written by
+/// userspace at attach from the layout of that process's Go release (never guessed),
+/// read-only in the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GOffsets {
@@ -69,6 +81,11 @@ pub struct GOffsets {
     pub waitreason: u32,
     /// `g.gopc` (uintptr).
     pub gopc: u32,
+    /// `g.m` (*m), `m.curg` (*g) and `g.goid` (uint64): the parent goroutine's id.
+    pub g_m: u32,
+    pub m_curg: u32,
+    pub goid: u32,
+    pub _reserved: u32,
 }
 
 /// Blocked time for one wait reason: how many blocks ended, and their sum.
@@ -120,6 +137,16 @@ pub struct SiteKey {
     pub pc: u64,
 }
 
+/// A parent goroutine of one process: the `goid` of the goroutine whose `go` statements
+/// created the goroutines counted (0: created with no goroutine running, by the runtime).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParentKey {
+    pub tgid: u32,
+    pub _reserved: u32,
+    pub goid: u64,
+}
+
 /// Indices of the per-CPU `GOROUTINE_COUNTERS` array.
 pub mod counter {
     /// `runtime.casgstatus` calls seen.
@@ -134,12 +161,16 @@ pub mod counter {
     pub const BLOCK_START_NOT_SEEN: u32 = 3;
     /// A `g.waitreason` of 64 or more: its blocked time was not recorded.
     pub const DROP_WAIT_REASON_OUT_OF_RANGE: u32 = 4;
-    /// A `g` field could not be read: a blocked time or a creation site was lost.
+    /// A `g` or `m` field could not be read: a blocked time, a creation site or a
+    /// creation's parent goroutine was lost.
     pub const DROP_G_READ_FAILED: u32 = 5;
     /// A new creation site did not fit in `GOROUTINE_SITES`: its creation went uncounted
     /// by site (it still counts in `created`).
     pub const DROP_SITES_MAP_FULL: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// A new parent goroutine did not fit in `GOROUTINE_PARENTS`: its creation went
+    /// uncounted by parent (it still counts in `created`).
+    pub const DROP_PARENTS_MAP_FULL: u32 = 7;
+    pub const COUNT: u32 = 8;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "goroutine_transitions",
@@ -149,7 +180,16 @@ pub mod counter {
         "drop_goroutine_wait_reason_out_of_range",
         "drop_goroutine_g_read_failed",
         "drop_goroutine_sites_map_full",
+        "drop_goroutine_parents_map_full",
     ];
 }
 
-crate::user_pod!(GKey, Since, GOffsets, Blocked, GoroutineStats, SiteKey);
+crate::user_pod!(
+    GKey,
+    Since,
+    GOffsets,
+    Blocked,
+    GoroutineStats,
+    SiteKey,
+    ParentKey
+);
