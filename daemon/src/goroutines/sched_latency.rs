@@ -194,8 +194,9 @@ impl RuntimeHistogram {
     }
 
     /// The runtime's own buckets as (inclusive upper bound in ns, count), every one from the
-    /// first non-empty to the last non-empty (empty ones between included, so a drawing needs
-    /// no gaps filled). Negative waits (underflow) are counted in the bucket holding 0, as
+    /// last empty one below the first non-empty (whose bound is where that one starts) to the
+    /// last non-empty, empty ones between included: with upper bounds only, a drawing needs
+    /// no gaps filled and knows every non-empty bucket's range. Negative waits (underflow) are counted in the bucket holding 0, as
     /// [`Self::mean_ns`] takes them; the open-ended top bucket has no bound (None).
     pub fn own_buckets(&self) -> Vec<(Option<u64>, u64)> {
         let scheme = self.scheme;
@@ -214,7 +215,7 @@ impl RuntimeHistogram {
         let first = all.iter().position(|&(_, n)| n > 0);
         let last = all.iter().rposition(|&(_, n)| n > 0);
         match (first, last) {
-            (Some(first), Some(last)) => all[first..=last].to_vec(),
+            (Some(first), Some(last)) => all[first.saturating_sub(1)..=last].to_vec(),
             _ => Vec::new(),
         }
     }
@@ -644,12 +645,16 @@ mod tests {
         assert_eq!(h.midpoint_sum_ns() / h.count(), h.mean_ns());
         // Only the span holding waits, and nothing for an empty histogram.
         let one = histogram_of(scheme, &[70_000]);
-        assert_eq!(one.own_buckets(), vec![(hi.map(|hi| hi - 1), 1)]);
+        assert_eq!(
+            one.own_buckets(),
+            vec![(Some(lo - 1), 0), (hi.map(|hi| hi - 1), 1)]
+        );
         assert_eq!(histogram_of(Scheme::Go119, &[]).own_buckets(), vec![]);
         let top = histogram_of(Scheme::Go119, &[u64::MAX / 2]);
+        let below = Scheme::Go119.bounds(Scheme::Go119.buckets() - 1).0 - 1;
         assert_eq!(
             top.own_buckets(),
-            vec![(None, 1)],
+            vec![(Some(below), 0), (None, 1)],
             "Go 1.19's open-ended top"
         );
     }
