@@ -255,7 +255,7 @@ async function loadGoroutines() {
   }
   const doc = await load(() => get("goroutines", { pid: state.target.id, older_than: state.older }, "view"));
   showMessage("", "info");
-  renderGoroutines(host, doc, state.older);
+  renderGoroutines(host, doc, state.older, tooltip);
   performance.mark("loupe-goroutines-rendered");
   $("#gor-threshold").addEventListener("change", (e) => {
     state.older = e.target.value;

@@ -1,8 +1,10 @@
 // Goroutines of a Go process (from /api/v1/goroutines): counts by state and by wait reason, the
+// runtime's own scheduling latency histogram (drawn by histogram.js, as the run-queue one), the
 // leak view (goroutines blocked longer than a threshold, by creation site, largest first) and
 // every goroutine grouped by identical stack. Stacks expand on click (<details>).
 
 import * as fmt from "./format.js";
+import { renderHistogram } from "./histogram.js";
 
 // Leak thresholds offered; the daemon's default (goroutine_leak_threshold) is 1m.
 export const THRESHOLDS = ["10s", "1m", "5m", "15m"];
@@ -10,7 +12,7 @@ const SHOWN_GROUPS = 100; // per list; the rest are counted
 
 const esc = fmt.escapeHtml;
 
-export function renderGoroutines(host, doc, threshold) {
+export function renderGoroutines(host, doc, threshold, tooltip) {
   const leaks = doc.leaks;
   const stat = (k, v, title = "") => `<div class="stat" title="${esc(title)}"><span>${k}</span><b>${v}</b></div>`;
   const losses = doc.skipped || doc.truncated_stacks ? `${doc.skipped} skipped · ${doc.truncated_stacks} truncated stacks` : "";
@@ -26,6 +28,11 @@ export function renderGoroutines(host, doc, threshold) {
       ${countTable("By state", "state", doc.by_state, doc.live)}
       ${countTable("Waiting, by wait reason", "wait reason", doc.by_wait_reason, doc.live)}
     </div>
+    <section class="gor-section" id="gor-latency">
+      <h2>Scheduling latency <span class="muted">runnable to running, the Go runtime's own histogram (<code>/sched/latencies:seconds</code>)</span></h2>
+      ${latencyNote(doc)}
+      <div class="gor-latency"></div>
+    </section>
     <section class="gor-section" id="gor-leaks">
       <h2>Blocked longer than
         <select id="gor-threshold" aria-label="Leak threshold">${THRESHOLDS.map((t) => `<option${t === threshold ? " selected" : ""}>${t}</option>`).join("")}</select>
@@ -36,6 +43,25 @@ export function renderGoroutines(host, doc, threshold) {
       <h2>All goroutines <span class="muted">by identical stack, largest first</span></h2>
       ${groupList(doc.groups, doc.groups_omitted, false, "No goroutines.")}
     </section>`;
+  const h = doc.sched_latency;
+  if (h) {
+    renderHistogram(host.querySelector(".gor-latency"), h, tooltip, {
+      countLabel: "waits sampled",
+      label: "Goroutine scheduling latency histogram, from the Go runtime",
+      source: "Go runtime",
+      emptyText: "No goroutine became runnable between these two reads (or none the runtime sampled).",
+    });
+  }
+}
+
+// What span the latency covers, or why there is none.
+function latencyNote(doc) {
+  const h = doc.sched_latency;
+  if (!h) return `<p class="empty">No scheduling latency: ${esc(doc.sched_latency_unavailable || "not read yet")}.</p>`;
+  const from = new Date(h.from);
+  const to = new Date(h.to);
+  const span = fmt.seconds((to - from) / 1000);
+  return `<p class="muted" id="gor-latency-span">The Go runtime's own figures between the daemon's two latest reads of its histogram, ${from.toLocaleTimeString()} to ${to.toLocaleTimeString()} (${span}; read every goroutine census). The runtime times one goroutine wait in eight, and keeps no sum: the mean takes each wait at its bucket's middle.</p>`;
 }
 
 function countTable(title, what, counts, total) {

@@ -1,31 +1,37 @@
-// Latency histogram (from /api/v1/histograms) as an SVG bar chart on a log2 time axis, with the
-// percentiles marked. Bars have a hover tooltip and are listed in a table for screen readers.
+// Latency histogram (from /api/v1/histograms, or a Go process's sched_latency from
+// /api/v1/goroutines, which has the same shape) as an SVG bar chart on a log2 time axis, with
+// the percentiles marked. Bars have a hover tooltip and are listed in a table for screen readers.
+//
+// opts (all optional): countLabel (what the count counts, default "events"), label (the chart's
+// accessible name), emptyText, source (a note on the summary, e.g. whose figures these are).
+// Each summary figure carries data-stat="count|mean|p50|p90|p99|max" for tests.
 
 import * as fmt from "./format.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 
-export function renderHistogram(host, h, tooltip) {
+export function renderHistogram(host, h, tooltip, opts = {}) {
   host.textContent = "";
   const summary = document.createElement("div");
   summary.className = "hist-summary";
-  const mean = h.count ? h.sum_ns / h.count : null;
+  // The daemon's mean when it gives one (the Go runtime's is estimated from bucket middles).
+  const mean = h.mean_ns ?? (h.count ? h.sum_ns / h.count : null);
   const stats = [
-    ["events", fmt.count(h.count)],
-    ["mean", fmt.ns(mean)],
-    ["p50", fmt.ns(h.p50_ns)],
-    ["p90", fmt.ns(h.p90_ns)],
-    ["p99", fmt.ns(h.p99_ns)],
-    ["max", fmt.ns(h.max_ns)],
+    ["count", opts.countLabel || "events", fmt.count(h.count)],
+    ["mean", "mean", fmt.ns(mean)],
+    ["p50", "p50", fmt.ns(h.p50_ns)],
+    ["p90", "p90", fmt.ns(h.p90_ns)],
+    ["p99", "p99", fmt.ns(h.p99_ns)],
   ];
-  summary.innerHTML = stats
-    .map(([k, v]) => `<div class="stat"><span>${k}</span><b>${v}</b></div>`)
-    .join("");
+  if (h.max_ns != null || !opts.source) stats.push(["max", "max", fmt.ns(h.max_ns)]);
+  summary.innerHTML =
+    stats.map(([id, k, v]) => `<div class="stat" data-stat="${id}"><span>${k}</span><b>${v}</b></div>`).join("") +
+    (opts.source ? `<div class="stat source"><span>source</span><b>${fmt.escapeHtml(opts.source)}</b></div>` : "");
   host.appendChild(summary);
   if (!h.count) {
     const empty = document.createElement("p");
     empty.className = "empty";
-    empty.textContent = "No events in this range.";
+    empty.textContent = opts.emptyText || "No events in this range.";
     host.appendChild(empty);
     return;
   }
@@ -62,7 +68,7 @@ export function renderHistogram(host, h, tooltip) {
   svg.setAttribute("width", W);
   svg.setAttribute("height", H);
   svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", `${h.name} latency histogram`);
+  svg.setAttribute("aria-label", opts.label || `${h.name} latency histogram`);
   const el = (tag, attrs, text) => {
     const e = document.createElementNS(SVG, tag);
     for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
@@ -93,7 +99,7 @@ export function renderHistogram(host, h, tooltip) {
     hit.addEventListener("mousemove", (e) => {
       rect.classList.add("hot");
       tooltip.innerHTML = `<div class="tip-name">${label}</div>
-        <div class="tip-row"><span>events</span><b>${fmt.count(b.count)}</b></div>
+        <div class="tip-row"><span>${opts.countLabel || "events"}</span><b>${fmt.count(b.count)}</b></div>
         <div class="tip-row"><span>share</span><b>${fmt.percent(b.count, h.count)}</b></div>`;
       tooltip.hidden = false;
       tooltip.style.transform = `translate(${e.clientX + 14}px, ${e.clientY + 14}px)`;
@@ -102,8 +108,8 @@ export function renderHistogram(host, h, tooltip) {
       rect.classList.remove("hot");
       tooltip.hidden = true;
     });
-    // Axis label on every other bar (every bar when few).
-    if (buckets.length <= 14 || i % 2 === 0) {
+    // Axis labels on at most ~14 bars (every bar when few).
+    if (i % Math.ceil(buckets.length / 14) === 0) {
       el("text", { x: x + bw / 2, y: m.t + ih + 16, class: "axis", "text-anchor": "middle" }, fmt.ns(b.le_ns == null ? b.lo : b.le_ns + 1));
     }
   });
@@ -140,7 +146,7 @@ export function renderHistogram(host, h, tooltip) {
   // The same numbers as a table (accessible, copyable).
   const details = document.createElement("details");
   details.className = "hist-table";
-  details.innerHTML = `<summary>Buckets</summary><table><thead><tr><th>latency</th><th>events</th><th>share</th><th>cumulative</th></tr></thead><tbody>${(() => {
+  details.innerHTML = `<summary>Buckets</summary><table><thead><tr><th>latency</th><th>${opts.countLabel || "events"}</th><th>share</th><th>cumulative</th></tr></thead><tbody>${(() => {
     let cum = 0;
     return buckets
       .filter((b) => b.count)

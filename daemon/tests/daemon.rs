@@ -527,7 +527,10 @@ fn a_non_loopback_address_without_a_token_is_refused_with_the_reason() {
 
 /// web/test/ui_test.mjs drives headless Chromium through the UI the daemon serves, while a
 /// workload and a Go program run (the goroutines view of the Go program must show its own
-/// wait reason counts and creation sites); screenshots go to target/web-ui-test/.
+/// wait reason counts and creation sites); screenshots go to target/web-ui-test/. A second Go
+/// program (gevents steady) keeps its runtime scheduling goroutines and reads its own
+/// `/sched/latencies:seconds` every 50 ms: the latency its goroutines view draws must be the
+/// API's figures (checked in the page), and those the runtime's over the span they cover.
 #[test]
 fn web_ui_shows_the_workload_in_headless_chromium() {
     assert_root();
@@ -551,6 +554,10 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
     let go_program = start_go_fixture("");
     let go_reported = Instant::now();
     let go_pid = go_program.child.id();
+    let (version, _) = go_toolchains().pop().expect("a Go toolchain");
+    let mut steady =
+        common::gevents::Gevents::start(&fixture(&format!("go{version}/gevents")), "steady");
+    steady.ask("start", "its steady line");
     // The list and the flame graph need a stored window with the workload in it.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -566,20 +573,29 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
         assert!(Instant::now() < deadline, "hogs not listed with CPU: {p}");
         std::thread::sleep(Duration::from_millis(300));
     }
-    // The goroutines link needs the census to have found the Go program.
+    // The goroutines link needs the census to have found the Go programs, and the latency
+    // two census reads of the steady one.
     loop {
         let p = daemon.json("/api/v1/processes?window=5m");
-        let found = p["processes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|e| e["pid"] == go_pid && e["go"] == true);
-        if found {
+        let go = |pid: u32| {
+            p["processes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| e["pid"] == pid && e["go"] == true)
+        };
+        if go(go_pid)
+            && go(steady.pid)
+            && daemon.json(&format!("/api/v1/goroutines?pid={}", steady.pid))["sched_latency"]
+                ["count"]
+                .as_u64()
+                > Some(0)
+        {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the Go program is not listed as Go: {p}"
+            "the Go programs are not listed as Go (or no latency of gevents): {p}"
         );
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -616,11 +632,15 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
             &wait_reasons.join(";"),
             "--go-functions",
             &creators.join(","),
+            "--go-latency-pid",
+            &steady.pid.to_string(),
         ])
         .arg("--out")
         .arg(&out)
         .output()
         .expect("run node ui_test.mjs");
+    let readings = steady.ask("samples", "its latency readings");
+    steady.finish();
     let _ = hogs.kill();
     let _ = hogs.wait();
     drop(go_program);
@@ -630,13 +650,88 @@ fn web_ui_shows_the_workload_in_headless_chromium() {
         "ui_test.mjs failed:\n{stdout}{}",
         String::from_utf8_lossy(&result.stderr)
     );
-    for shot in ["flame-search.png", "goroutines.png"] {
+    let drawn = std::fs::read_to_string(out.join("go-sched-latency.json"))
+        .expect("ui_test.mjs wrote the latency it drew");
+    let drawn: Value = serde_json::from_str(&drawn).expect("JSON");
+    sched_latency_is_the_runtimes(&drawn, &readings);
+    for shot in [
+        "flame-search.png",
+        "goroutines.png",
+        "goroutines-latency.png",
+    ] {
         assert!(
             out.join(shot).is_file(),
             "no screenshot {shot} in {}",
             out.display()
         );
     }
+}
+
+/// How long the daemon's clock reading may trail its read of the histogram (two consecutive
+/// statements; only preemption on a busy host separates them).
+const READ_TO_STAMP: u64 = 50_000_000;
+
+/// The scheduling latency the UI drew (`h`, the `/api/v1/goroutines` answer's) against the
+/// program's own readings of its cumulative histogram (`{"samples": [[before_ns, after_ns,
+/// count, midpoint_sum_ns], ...]}`, every 50 ms): the runtime's count and sum only grow, so
+/// at each of the daemon's two reads they lie between the readings taken surely before and
+/// surely after it, and the interval's between the differences of those.
+fn sched_latency_is_the_runtimes(h: &Value, readings: &Value) {
+    let samples: Vec<[u64; 4]> = serde_json::from_value(readings["samples"].clone())
+        .unwrap_or_else(|e| panic!("the fixture's readings ({e}): {readings}"));
+    let stamp = |field: &str| -> u64 {
+        let text = h[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field}: {h}"));
+        let t = humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        t.duration_since(std::time::UNIX_EPOCH)
+            .expect("after epoch")
+            .as_nanos() as u64
+    };
+    // (reading surely before, surely after) the daemon's read stamped `t` (ms precision).
+    let bracket = |t: u64| {
+        let before = samples
+            .iter()
+            .rev()
+            .find(|s| s[1] + READ_TO_STAMP <= t)
+            .unwrap_or_else(|| panic!("no reading of the program before {t} ns: {h}"));
+        let after = samples
+            .iter()
+            .find(|s| s[0] >= t + 1_000_000)
+            .unwrap_or_else(|| panic!("no reading of the program after {t} ns: {h}"));
+        (before, after)
+    };
+    let (from_lo, from_hi) = bracket(stamp("from"));
+    let (to_lo, to_hi) = bracket(stamp("to"));
+    let count = h["count"].as_u64().expect("count");
+    let sum = h["sum_ns"].as_u64().expect("sum_ns");
+    let (count_lo, count_hi) = (to_lo[2] - from_hi[2], to_hi[2] - from_lo[2]);
+    // The program sums float bucket middles; the daemon integer ones of the same buckets.
+    let (sum_lo, sum_hi) = (
+        (to_lo[3] - from_hi[3]) as f64 * 0.999,
+        (to_hi[3] - from_lo[3]) as f64 * 1.001,
+    );
+    eprintln!(
+        "goroutine scheduling latency drawn: {count} waits, sum {sum} ns; the runtime's: \
+         {count_lo}..={count_hi} waits, sum {sum_lo:.0}..={sum_hi:.0} ns"
+    );
+    assert!(
+        count >= 100,
+        "only {count} waits sampled between two census reads"
+    );
+    assert!(
+        (count_lo..=count_hi).contains(&count),
+        "the UI drew {count} waits; the runtime recorded {count_lo} to {count_hi} then"
+    );
+    assert!(
+        (sum_lo..=sum_hi).contains(&(sum as f64)),
+        "the UI drew a sum of {sum} ns; the runtime's was {sum_lo:.0} to {sum_hi:.0} ns"
+    );
+    assert_eq!(
+        h["mean_ns"].as_u64(),
+        Some(sum / count),
+        "mean = sum / count"
+    );
 }
 
 fn which(name: &str) -> Option<PathBuf> {

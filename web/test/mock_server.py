@@ -711,6 +711,42 @@ def mock_goroutines(p, older_than_s, now):
         "skipped": 0, "truncated_stacks": 0, "taken_at": rfc3339(now), "census_ms": 3.2,
         "leaks": {"older_than_ns": int(older_than_s * 1e9), "count": sum(g["count"] for g in leaks),
                   "groups": leaks, "groups_omitted": 0},
+        "sched_latency": mock_sched_latency(p["pid"], now),
+    }
+
+
+def mock_sched_latency(pid, now, census_s=30):
+    """A made-up runtime histogram in Go 1.21's buckets (bucket b >= 1 is [2^(b+7), 2^(b+8)) in
+    4 steps), between two census reads: counts, midpoint sum and quantiles as the daemon makes them."""
+    rng = random.Random(pid)
+    ranges = []  # (lo, hi, count)
+    for b in range(3, 14):
+        for j in range(4):
+            lo = (1 << (b + 7)) + j * (1 << (b + 5))
+            peak = 7.5 + rng.random()
+            n = int(4000 * math.exp(-((b + j / 4 - peak) ** 2) / 2.5))
+            ranges.append((lo, lo + (1 << (b + 5)), n))
+    while ranges and not ranges[-1][2]:
+        ranges.pop()
+    first = next(i for i, r in enumerate(ranges) if r[2])
+    ranges = ranges[max(first - 1, 0):]
+    count = sum(n for _, _, n in ranges)
+    total = sum(n * (lo + (hi - lo) // 2) for lo, hi, n in ranges)
+
+    def quantile(q):
+        rank, seen = max(math.ceil(q * count), 1), 0
+        for lo, hi, n in ranges:
+            if n and seen + n >= rank:
+                return lo + int((hi - lo) * (rank - seen) / n)
+            seen += n
+
+    to = math.floor(now / census_s) * census_s
+    return {
+        "name": "go_sched_latency", "source": "runtime", "from": rfc3339(to - census_s), "to": rfc3339(to),
+        "census_interval_seconds": census_s,
+        "buckets": [{"le_ns": hi - 1, "count": n} for _, hi, n in ranges],
+        "count": count, "sum_ns": total, "mean_ns": total // count,
+        "p50_ns": quantile(0.5), "p90_ns": quantile(0.9), "p99_ns": quantile(0.99), "max_ns": None,
     }
 
 

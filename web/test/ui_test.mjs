@@ -17,12 +17,16 @@
 //                        mock: one of its Go services, with the mock's numbers)
 //   --go-wait-reasons R  "chan receive=400;sleep=150": wait reasons the view must show, with counts
 //   --go-functions F     "main.spawnRecv,main.leakGoroutines": creation sites the view must name
+//   --go-latency-pid PID a Go process whose goroutines view must draw the runtime's scheduling
+//                        latency: the figures shown must be the ones of the /api/v1/goroutines
+//                        answer the page drew (written to DIR/go-sched-latency.json, for the
+//                        caller to check against the runtime's own; with the mock: --go-pid's)
 //
 // Exits 0 when every check passes, 1 otherwise (each check prints ok/FAIL with what it saw).
 
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -36,7 +40,7 @@ function parseArgs(argv) {
     opts[m[1]] = m[2] ?? argv[++i];
     if (opts[m[1]] === undefined) throw new Error(`--${m[1]} needs a value`);
   }
-  const known = ["base-url", "process", "function", "min-processes", "max-load-ms", "out", "chromium", "go-pid", "go-wait-reasons", "go-functions"];
+  const known = ["base-url", "process", "function", "min-processes", "max-load-ms", "out", "chromium", "go-pid", "go-wait-reasons", "go-functions", "go-latency-pid"];
   for (const k of Object.keys(opts)) if (!known.includes(k)) throw new Error(`unknown option --${k}`);
   return opts;
 }
@@ -91,6 +95,7 @@ async function main() {
     opts["go-pid"] = String(ps.processes.find((p) => p.comm === "checkout-api" && p.go).pid);
     opts["go-wait-reasons"] = "IO wait=412;chan receive=160;select=40;sync.Mutex.Lock=12";
     opts["go-functions"] = "main.(*api).startWatchers,net/http.(*Server).Serve,main.(*pool).start";
+    opts["go-latency-pid"] ??= opts["go-pid"];
   }
   const procName = opts.process ?? (mock ? "checkout-api" : null);
   const func = opts.function ?? (mock ? "sha256" : null);
@@ -312,6 +317,7 @@ async function main() {
     // 10. Goroutines of a Go process: opened from the list, counts by wait reason as given, the
     // creation sites named, the leak view largest first, a stack expands.
     if (opts["go-pid"]) await goroutinesView(page, opts, out);
+    if (opts["go-latency-pid"]) await schedLatencyView(page, opts["go-latency-pid"], out);
 
     check(errors.length === 0, "no errors in the page", errors.join(" | "));
     console.log(`screenshots in ${out}`);
@@ -359,6 +365,49 @@ async function goroutinesView(page, opts, out) {
   const frames = await group.locator(".stack li").allTextContents();
   check(frames.length >= 2 && frames.some((f) => f.includes("runtime.gopark")), "a group expands to its stack", frames.slice(0, 3).join(" | "));
   await page.screenshot({ path: join(out, "goroutines.png"), fullPage: false });
+}
+
+// Opens the goroutines view of Go process `pid` from the list (the flame view first, so the
+// page loads it anew), returning the /api/v1/goroutines answer the page drew.
+async function openGoroutines(page, pid) {
+  await page.keyboard.press("p");
+  await page.click('#modes button[data-mode="processes"]');
+  await page.fill("#filter", pid);
+  await page.waitForTimeout(100);
+  const link = page.locator("#list tbody tr[data-i]:not(.host)", { has: page.locator(".sub", { hasText: pid }) }).locator(".go-link").first();
+  if (!check((await link.count()) === 1, `the list offers a goroutines link for Go process ${pid}`, await page.textContent(".list-count"))) return null;
+  const answer = page.waitForResponse((r) => /\/api\/v1\/goroutines\?/.test(r.url()) && new URL(r.url()).searchParams.get("pid") === pid, { timeout: 20000 });
+  await link.click();
+  const doc = await (await answer).json();
+  await page.waitForFunction(() => window.loupe.state.view === "goroutines" && document.querySelector("#busy").hidden && document.querySelector("#gor #gor-latency"), null, { timeout: 20000 });
+  return doc;
+}
+
+// 11. The runtime's scheduling latency in the goroutines view: drawn with the histogram
+// renderer, labelled as the Go runtime's, and showing exactly the figures of the answer the
+// page drew (which the caller checks against the runtime's own /sched/latencies:seconds).
+async function schedLatencyView(page, pid, out) {
+  const doc = await openGoroutines(page, pid);
+  if (!doc) return;
+  const h = doc.sched_latency;
+  writeFileSync(join(out, "go-sched-latency.json"), JSON.stringify(h));
+  if (!check(h && h.count > 0, `the daemon has a scheduling latency histogram for Go process ${pid}`, h ? `${h.count} waits` : doc.sched_latency_unavailable)) return;
+  const shown = await page.$$eval("#gor-latency .hist-summary .stat", (ss) => Object.fromEntries(ss.map((s) => [s.dataset.stat || s.querySelector("span").textContent, s.querySelector("b").textContent])));
+  const want = await page.evaluate(async (h) => {
+    const fmt = await import(new URL("format.js", location.href).href);
+    return { count: fmt.count(h.count), mean: fmt.ns(h.mean_ns), p50: fmt.ns(h.p50_ns), p99: fmt.ns(h.p99_ns) };
+  }, h);
+  check(+shown.count.replace(/,/g, "") === h.count && shown.count === want.count, "the latency view shows the API's count of waits", `${shown.count} shown, ${h.count} in the answer`);
+  for (const k of ["mean", "p50", "p99"]) check(shown[k] === want[k], `the latency view shows the API's ${k}`, `${shown[k]} shown, ${want[k]} from the answer`);
+  check(shown.source === "Go runtime", "the figures are labelled as the Go runtime's", shown.source);
+  const bucketSum = h.buckets.reduce((a, b) => a + b.count, 0);
+  check(bucketSum === h.count, "the answer's buckets add up to its count", `${bucketSum} vs ${h.count}`);
+  const bars = await page.$$eval("#gor-latency rect.bar", (r) => r.length);
+  check(bars === h.buckets.length, "one bar per bucket of the runtime's histogram", `${bars} bars, ${h.buckets.length} buckets`);
+  const span = await page.textContent("#gor-latency-span");
+  check(/Go runtime's own figures between the daemon's two latest reads/.test(span), "the view says which span the latency covers", span.slice(0, 120));
+  await page.locator("#gor-latency").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(out, "goroutines-latency.png") });
 }
 
 main().catch((e) => {

@@ -86,10 +86,56 @@ pub struct GoProcesses {
 /// The runtime's own scheduling latency histogram of one process (`sched_latency`).
 struct Latency {
     start_time: u64,
-    /// None: this release's histogram cannot be read (not retried while the process lives).
-    reader: Option<sched_latency::Reader>,
-    /// The previous reading, to take differences from.
-    last: Option<RuntimeHistogram>,
+    /// Err: why this release's histogram cannot be read (not retried while the process lives).
+    reader: Result<sched_latency::Reader, String>,
+    /// The previous reading and when it was taken, to take differences from.
+    last: Option<(RuntimeHistogram, SystemTime)>,
+    /// What the runtime recorded between the two latest readings (for the API).
+    latest: Option<Arc<SchedInterval>>,
+}
+
+/// The goroutine scheduling latencies a Go runtime recorded between two census reads of its
+/// histogram, in the runtime's own buckets (`/api/v1/goroutines`).
+#[derive(Clone, Debug)]
+pub struct SchedInterval {
+    /// When the two reads were taken (each just after its read).
+    pub from: SystemTime,
+    pub to: SystemTime,
+    /// (inclusive upper bound ns, None for the open-ended top; count), contiguous.
+    pub buckets: Vec<(Option<u64>, u64)>,
+    pub count: u64,
+    /// Each wait taken at its bucket's middle: the runtime keeps no sum.
+    pub sum_ns: u64,
+    pub mean_ns: u64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+}
+
+impl SchedInterval {
+    fn of(window: &RuntimeHistogram, from: SystemTime, to: SystemTime) -> SchedInterval {
+        SchedInterval {
+            from,
+            to,
+            buckets: window.own_buckets(),
+            count: window.count(),
+            sum_ns: window.midpoint_sum_ns(),
+            mean_ns: window.mean_ns(),
+            p50_ns: window.quantile(0.5),
+            p90_ns: window.quantile(0.9),
+            p99_ns: window.quantile(0.99),
+        }
+    }
+}
+
+/// What the API can say of a process's scheduling latency.
+pub enum SchedLatency {
+    /// Between the census's two latest reads.
+    Interval(Arc<SchedInterval>),
+    /// The histogram of this process cannot be read: why.
+    Unreadable(String),
+    /// Not read twice yet (or the process is not among those the census counts).
+    NotYet,
 }
 
 /// What [`GoProcesses::get`] answers.
@@ -179,22 +225,42 @@ impl GoProcesses {
             _ => {
                 let reader = sched_latency::Reader::attach(pid)
                     .inspect_err(|e| log::debug!("no scheduling latency for process {pid}: {e}"))
-                    .ok();
+                    .map_err(|e| e.to_string());
                 latency.insert(
                     pid,
                     Latency {
                         start_time: started,
                         reader,
                         last: None,
+                        latest: None,
                     },
                 );
                 latency.get_mut(&pid)?
             }
         };
-        let now = entry.reader.as_ref()?.read().ok()?;
-        let since = entry.last.as_ref().and_then(|last| now.since(last));
-        entry.last = Some(now);
-        since.map(|h| h.to_latency_histogram())
+        let now = entry.reader.as_ref().ok()?.read().ok()?;
+        let at = SystemTime::now();
+        let since = entry
+            .last
+            .as_ref()
+            .and_then(|(last, last_at)| Some((now.since(last)?, *last_at)));
+        entry.last = Some((now, at));
+        let (window, from) = since?;
+        entry.latest = Some(Arc::new(SchedInterval::of(&window, from, at)));
+        Some(window.to_latency_histogram())
+    }
+
+    /// The scheduling latency of `pid` between the census's two latest reads of it.
+    pub fn sched_latency(&self, pid: u32) -> SchedLatency {
+        let started = start_time(pid);
+        let latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        match latency.get(&pid).filter(|l| Some(l.start_time) == started) {
+            Some(Latency { reader: Err(e), .. }) => SchedLatency::Unreadable(e.clone()),
+            Some(Latency {
+                latest: Some(i), ..
+            }) => SchedLatency::Interval(i.clone()),
+            _ => SchedLatency::NotYet,
+        }
     }
 
     /// (Go, not counted) processes known now.

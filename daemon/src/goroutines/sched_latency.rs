@@ -184,6 +184,42 @@ impl RuntimeHistogram {
             .fold(0u64, |total, (_, _, n)| total.saturating_add(n))
     }
 
+    /// The sum of the waits, each taken at its bucket's middle (see [`Self::mean_ns`]).
+    pub fn midpoint_sum_ns(&self) -> u64 {
+        let sum: u128 = self
+            .ranges()
+            .map(|(lo, hi, n)| u128::from(n) * u128::from(lo + (hi - lo) / 2))
+            .sum();
+        u64::try_from(sum).unwrap_or(u64::MAX)
+    }
+
+    /// The runtime's own buckets as (inclusive upper bound in ns, count), every one from the
+    /// last empty one below the first non-empty (whose bound is where that one starts) to the
+    /// last non-empty, empty ones between included: with upper bounds only, a drawing needs
+    /// no gaps filled and knows every non-empty bucket's range. Negative waits (underflow) are counted in the bucket holding 0, as
+    /// [`Self::mean_ns`] takes them; the open-ended top bucket has no bound (None).
+    pub fn own_buckets(&self) -> Vec<(Option<u64>, u64)> {
+        let scheme = self.scheme;
+        let mut all: Vec<(Option<u64>, u64)> = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (scheme.bounds(i).1.map(|hi| hi - 1), n))
+            .collect();
+        if let Some(first) = all.first_mut() {
+            first.1 = first.1.saturating_add(self.underflow);
+        }
+        if scheme.overflow_from().is_some() {
+            all.push((None, self.overflow));
+        }
+        let first = all.iter().position(|&(_, n)| n > 0);
+        let last = all.iter().rposition(|&(_, n)| n > 0);
+        match (first, last) {
+            (Some(first), Some(last)) => all[first.saturating_sub(1)..=last].to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Mean wait, each taken at its bucket's middle (the runtime keeps no sum). Each
     /// midpoint is within half a bucket of the waits in it: `Go120` buckets are at most
     /// 1/4 of their lower bound wide (bucket 0: 64 ns), so the mean is within 12.5% + 32 ns
@@ -588,6 +624,38 @@ mod tests {
         assert_eq!(
             (empty.count(), empty.mean_ns(), empty.quantile(0.99)),
             (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn own_buckets_keep_the_runtimes_bounds_and_counts() {
+        let scheme = Scheme::Go120;
+        let mut h = histogram_of(scheme, &[10, 70_000, 70_000, 300_000, 1 << 48]);
+        h.underflow = 2;
+        let buckets = h.own_buckets();
+        // Every bucket from [0, 64) (with the negative waits) to the overflow, contiguous.
+        assert_eq!(buckets.first(), Some(&(Some(63), 3)));
+        assert_eq!(buckets.last(), Some(&(None, 1)));
+        assert_eq!(buckets.len(), scheme.buckets() + 1);
+        assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), h.count());
+        let i = runtime_bucket(scheme, 70_000).expect("in range");
+        let (lo, hi) = scheme.bounds(i);
+        assert_eq!(buckets[i], (hi.map(|hi| hi - 1), 2));
+        assert_eq!(buckets[i - 1].0, Some(lo - 1), "contiguous below");
+        assert_eq!(h.midpoint_sum_ns() / h.count(), h.mean_ns());
+        // Only the span holding waits, and nothing for an empty histogram.
+        let one = histogram_of(scheme, &[70_000]);
+        assert_eq!(
+            one.own_buckets(),
+            vec![(Some(lo - 1), 0), (hi.map(|hi| hi - 1), 1)]
+        );
+        assert_eq!(histogram_of(Scheme::Go119, &[]).own_buckets(), vec![]);
+        let top = histogram_of(Scheme::Go119, &[u64::MAX / 2]);
+        let below = Scheme::Go119.bounds(Scheme::Go119.buckets() - 1).0 - 1;
+        assert_eq!(
+            top.own_buckets(),
+            vec![(Some(below), 0), (None, 1)],
+            "Go 1.19's open-ended top"
         );
     }
 

@@ -14,7 +14,7 @@ use axum::{
 use serde_json::{json, Value};
 
 use crate::{
-    daemon::census::{Kind, Lookup},
+    daemon::census::{Kind, Lookup, SchedLatency},
     goroutines::{report, GoProcess},
 };
 
@@ -88,7 +88,13 @@ async fn answer(state: AppState, raw: Option<String>) -> Result<Response, ApiErr
             e => ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         })?;
         let census_ms = started.elapsed().as_secs_f64() * 1e3;
-        Ok(document(&snapshot, older_than, census_ms))
+        let mut doc = document(&snapshot, older_than, census_ms);
+        let (latency, why) = sched_latency(&state, pid);
+        doc["sched_latency"] = latency;
+        if let Some(why) = why {
+            doc["sched_latency_unavailable"] = json!(why);
+        }
+        Ok(doc)
     })
     .await
     .map_err(|e| {
@@ -101,6 +107,50 @@ async fn answer(state: AppState, raw: Option<String>) -> Result<Response, ApiErr
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
+}
+
+/// The runtime's scheduling latency histogram between the daemon's two latest census reads
+/// of `pid`, in the shape of `/api/v1/histograms` (so the UI draws it with the same code);
+/// or null and why (API.md).
+fn sched_latency(state: &AppState, pid: u32) -> (Value, Option<String>) {
+    let census = state.shared.config.goroutine_census_interval;
+    let interval = match state.shared.go.sched_latency(pid) {
+        SchedLatency::Interval(i) => i,
+        SchedLatency::Unreadable(why) => return (Value::Null, Some(why)),
+        SchedLatency::NotYet => {
+            let why = match census {
+                None => "the daemon's periodic goroutine census is off (goroutine_census_interval = \"0s\"): it reads the runtime's histogram".to_string(),
+                Some(every) => format!(
+                    "not read twice yet: the goroutine census reads the runtime's histogram every {} s, of the {} processes with the most CPU",
+                    every.as_secs_f64(),
+                    state.shared.config.goroutine_census_processes
+                ),
+            };
+            return (Value::Null, Some(why));
+        }
+    };
+    let buckets: Vec<Value> = interval
+        .buckets
+        .iter()
+        .map(|&(le_ns, count)| json!({"le_ns": le_ns, "count": count}))
+        .collect();
+    let q = |v: u64| (interval.count > 0).then_some(v);
+    let h = json!({
+        "name": "go_sched_latency",
+        "source": "runtime",
+        "from": format_time(interval.from),
+        "to": format_time(interval.to),
+        "census_interval_seconds": census.map(|d| d.as_secs_f64()),
+        "buckets": buckets,
+        "count": interval.count,
+        "sum_ns": interval.sum_ns,
+        "mean_ns": q(interval.mean_ns),
+        "p50_ns": q(interval.p50_ns),
+        "p90_ns": q(interval.p90_ns),
+        "p99_ns": q(interval.p99_ns),
+        "max_ns": null,
+    });
+    (h, None)
 }
 
 /// The answer: the stacks report, plus `leaks` and when it was taken (API.md).

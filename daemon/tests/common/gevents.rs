@@ -1,6 +1,6 @@
 //! Driving the gevents fixture (fixtures/go/gevents): it prints `{"pid": N, "ready": true}`,
 //! waits for a line on stdin to run its window, prints its JSON report, then idles until
-//! stdin closes and prints `bye`.
+//! stdin closes and prints `bye` (mode `steady` answers `samples` lines meanwhile).
 
 use std::{
     io::{BufRead, BufReader, Lines, Write},
@@ -41,8 +41,13 @@ impl Gevents {
 
     /// Runs the window and returns the fixture's report of it.
     pub fn run_window(&mut self) -> Value {
-        writeln!(self.stdin, "start").expect("start the window");
-        next_json(&mut self.lines, "its window report")
+        self.ask("start", "its window report")
+    }
+
+    /// Sends `line` and returns the fixture's JSON answer (`what` names it in failures).
+    pub fn ask(&mut self, line: &str, what: &str) -> Value {
+        writeln!(self.stdin, "{line}").unwrap_or_else(|e| panic!("send {line:?}: {e}"));
+        next_json(&mut self.lines, what)
     }
 
     /// Closes stdin: the fixture must say `bye` and exit 0 (a traced program keeps working).
