@@ -1,18 +1,25 @@
 //! `cargo xtask bench goroutines`: the cost of goroutine events (a uprobe at
-//! `runtime.casgstatus`) to a Go program that creates goroutines and switches between them a
-//! lot (`fixtures/go/gevents bench`), beside `loupe stat` without events and nothing at all,
-//! interleaved over rounds, for the newest and the oldest Go toolchain (whose `casgstatus`
-//! prologue the kernel single-steps).
+//! `runtime.casgstatus`) beside `loupe stat` without events (the goroutine census and the
+//! runtime's scheduling latency histogram, what is always on) and nothing at all, interleaved
+//! over rounds, for the newest and the oldest Go toolchain (whose `casgstatus` prologue the
+//! kernel single-steps), on two workloads:
+//!
+//! - a Go program that creates goroutines and switches between them a lot
+//!   (`fixtures/go/gevents bench`): the work's own wall time;
+//! - a Go HTTP server under `wrk` (`fixtures/go/httpserver`, the `bench sched` workload):
+//!   requests per second, and how many goroutine waits (runnable to running) a request makes,
+//!   from loupe's own figures.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use super::http::{self, throughput_cost, HttpServer, WrkRun};
 use super::{interrupt_and_wait, median, start_loupe};
-use crate::util::target_dir;
+use crate::util::{target_dir, which};
 use crate::{build, fixtures, setup};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -27,6 +34,12 @@ const STATE_CHANGES: f64 = 2.4e6;
 
 const TRACINGS: [Tracing; 3] = [Tracing::None, Tracing::Stat, Tracing::Events];
 
+/// Where the benchmark's HTTP server listens (not `bench sched`'s port, so both can run).
+const HTTP_ADDR: &str = "127.0.0.1:8091";
+
+/// The runtime's scheduling latency histogram times one wait in eight.
+const RUNTIME_SAMPLE_RATE: f64 = 8.0;
+
 impl Tracing {
     fn label(self) -> &'static str {
         match self {
@@ -35,10 +48,60 @@ impl Tracing {
             Tracing::Events => "loupe stat --pid --goroutine-events",
         }
     }
+
+    /// Starts loupe on `pid` (nothing for [`Tracing::None`]), its report going to `output`.
+    fn start(self, loupe: &Path, pid: u32, output: Option<&Path>) -> Result<Option<Child>> {
+        if self == Tracing::None {
+            return Ok(None);
+        }
+        let mut cmd = Command::new(loupe);
+        cmd.args(["stat", "--pid", &pid.to_string(), "-d", "1h"]);
+        match output {
+            Some(path) => cmd.arg("-o").arg(path),
+            None => cmd.arg("--json"),
+        };
+        if self == Tracing::Events {
+            cmd.arg("--goroutine-events");
+        }
+        start_loupe(cmd).map(Some)
+    }
+
+    fn stop(self, tracer: Option<Child>) -> Result<()> {
+        if let Some(tracer) = tracer {
+            let (status, _) = interrupt_and_wait(tracer)?;
+            if !status.success() {
+                bail!("{} failed: {status}", self.label());
+            }
+        }
+        Ok(())
+    }
 }
 
-/// One run of the fixture's fixed work under `tracing`: its own wall time for the work.
-fn run_once(fixture: &Path, loupe: &Path, tracing: Tracing) -> Result<Duration> {
+/// Runs `measure` under every tracing in turn for `rounds` rounds, the order rotating each
+/// round, and returns each tracing's results in [`TRACINGS`] order.
+fn interleaved<T>(
+    rounds: usize,
+    what: &str,
+    mut measure: impl FnMut(Tracing) -> Result<T>,
+) -> Result<Vec<Vec<T>>> {
+    let mut results: Vec<Vec<T>> = TRACINGS.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for i in 0..TRACINGS.len() {
+            let index = (i + round) % TRACINGS.len();
+            let tracing = TRACINGS[index];
+            println!(
+                "bench: {what} round {}/{rounds}: {}",
+                round + 1,
+                tracing.label()
+            );
+            results[index].push(measure(tracing)?);
+        }
+    }
+    Ok(results)
+}
+
+/// One run of `gevents bench`'s fixed work under `tracing`: its own wall time for the work.
+fn gevents_once(fixture: &Path, loupe: &Path, tracing: Tracing) -> Result<Duration> {
     let mut child = Command::new(fixture)
         .arg("bench")
         .stdin(Stdio::piped())
@@ -52,17 +115,7 @@ fn run_once(fixture: &Path, loupe: &Path, tracing: Tracing) -> Result<Duration> 
     if !ready.contains("\"ready\"") {
         bail!("{} did not get ready: {ready:?}", fixture.display());
     }
-    let tracer = match tracing {
-        Tracing::None => None,
-        Tracing::Stat | Tracing::Events => {
-            let mut cmd = Command::new(loupe);
-            cmd.args(["stat", "--pid", &pid.to_string(), "-d", "1h", "--json"]);
-            if tracing == Tracing::Events {
-                cmd.arg("--goroutine-events");
-            }
-            Some(start_loupe(cmd)?)
-        }
-    };
+    let tracer = tracing.start(loupe, pid, None)?;
     stdin.write_all(b"go\n")?;
     let result = lines.next().transpose()?.unwrap_or_default();
     let elapsed = result
@@ -71,12 +124,7 @@ fn run_once(fixture: &Path, loupe: &Path, tracing: Tracing) -> Result<Duration> 
         .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse::<u64>().ok())
         .with_context(|| format!("no elapsed_ns in {result:?}"))?;
-    if let Some(tracer) = tracer {
-        let (status, _) = interrupt_and_wait(tracer)?;
-        if !status.success() {
-            bail!("{} failed: {status}", tracing.label());
-        }
-    }
+    tracing.stop(tracer)?;
     drop(stdin);
     let status = child.wait()?;
     if !status.success() {
@@ -89,7 +137,122 @@ fn run_once(fixture: &Path, loupe: &Path, tracing: Tracing) -> Result<Duration> 
     Ok(Duration::from_nanos(elapsed))
 }
 
-pub fn run(rounds: usize) -> Result<()> {
+fn gevents_table(fixture: &Path, loupe: &Path, version: &str, rounds: usize) -> Result<String> {
+    let times = interleaved(rounds, &format!("gevents go{version}"), |tracing| {
+        let t = gevents_once(fixture, loupe, tracing)?.as_secs_f64();
+        println!("bench:   {t:.3} s");
+        Ok(t)
+    })?;
+    let mut out = format!(
+        "\nGo {version}\n\n| tracing | work time | slowdown | added per state change |\n\
+         |---|---|---|---|\n"
+    );
+    for (tracing, runs) in TRACINGS.iter().zip(&times) {
+        let slowdown = median(runs.iter().zip(&times[0]).map(|(t, b)| t / b).collect());
+        let added = median(runs.iter().zip(&times[0]).map(|(t, b)| t - b).collect());
+        out += &format!(
+            "| {} | {:.3} s | {slowdown:.2}x | {:.2} us |\n",
+            tracing.label(),
+            median(runs.clone()),
+            added / STATE_CHANGES * 1e6
+        );
+    }
+    Ok(out)
+}
+
+/// One `wrk` run against the server under `tracing`, and for loupe's runs the goroutine
+/// waits (runnable to running) its report counted, scaled to every wait.
+fn http_once(
+    server: &HttpServer,
+    loupe: &Path,
+    tracing: Tracing,
+    seconds: u32,
+    report: &Path,
+) -> Result<(WrkRun, Option<f64>)> {
+    // A report left by an earlier run must not pass for this one's.
+    if report.exists() {
+        std::fs::remove_file(report).with_context(|| format!("removing {}", report.display()))?;
+    }
+    let tracer = tracing.start(loupe, server.pid(), Some(report))?;
+    let run = server.load(seconds);
+    tracing.stop(tracer)?;
+    let run = run?;
+    let waits = match tracing {
+        Tracing::None => None,
+        Tracing::Stat => Some(goroutine_waits(report)? * RUNTIME_SAMPLE_RATE),
+        Tracing::Events => Some(goroutine_waits(report)?),
+    };
+    Ok((run, waits))
+}
+
+/// `goroutines.sched_latency.count` of a `loupe stat` JSON report.
+fn goroutine_waits(report: &Path) -> Result<f64> {
+    let text =
+        std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", report.display()))?;
+    json["goroutines"]["sched_latency"]["count"]
+        .as_f64()
+        .with_context(|| format!("no goroutines.sched_latency.count in {}", report.display()))
+}
+
+fn http_table(
+    server_binary: &Path,
+    loupe: &Path,
+    version: &str,
+    rounds: usize,
+    seconds: u32,
+    report: &Path,
+) -> Result<String> {
+    let server = HttpServer::start(server_binary, HTTP_ADDR)?;
+    let runs = interleaved(rounds, &format!("http go{version}"), |tracing| {
+        let (run, waits) = http_once(&server, loupe, tracing, seconds, report)?;
+        println!(
+            "bench:   {:.0} requests/s{}",
+            run.requests_per_sec,
+            waits.map_or(String::new(), |w| format!(", {w:.0} goroutine waits"))
+        );
+        Ok((run, waits))
+    })?;
+    let rates: Vec<Vec<f64>> = runs
+        .iter()
+        .map(|r| r.iter().map(|(run, _)| run.requests_per_sec).collect())
+        .collect();
+    let mut out = format!(
+        "\nGo {version}\n\n| tracing | requests/s | cost vs nothing | added per request | \
+         goroutine waits per request |\n|---|---|---|---|---|\n"
+    );
+    for ((tracing, runs), rate) in TRACINGS.iter().zip(&runs).zip(&rates) {
+        let added = median(
+            rate.iter()
+                .zip(&rates[0])
+                .map(|(r, base)| 1.0 / r - 1.0 / base)
+                .collect(),
+        );
+        let waits = runs
+            .iter()
+            .filter_map(|(run, waits)| waits.map(|w| w / run.requests as f64))
+            .collect::<Vec<_>>();
+        let waits = match tracing {
+            Tracing::None => "-".to_string(),
+            Tracing::Stat => format!("{:.1} (8 x the runtime's sample)", median(waits)),
+            Tracing::Events => format!("{:.1}", median(waits)),
+        };
+        out += &format!(
+            "| {} | {:.0} | {:+.1}% | {:.2} us | {waits} |\n",
+            tracing.label(),
+            median(rate.clone()),
+            throughput_cost(rate, &rates[0]) * 100.0,
+            added * 1e6
+        );
+    }
+    Ok(out)
+}
+
+pub fn run(rounds: usize, seconds: u32) -> Result<()> {
+    if which("wrk").is_none() {
+        bail!("wrk is missing: run `cargo xtask setup`");
+    }
     setup::run()?;
     let object = build::build_ebpf()?;
     let loupe = build::build_daemon(&object, true)?;
@@ -98,55 +261,34 @@ pub fn run(rounds: usize) -> Result<()> {
     let (Some(oldest), Some(newest)) = (versions.first(), versions.last()) else {
         bail!("no Go toolchain listed in xtask/go-toolchains.txt");
     };
+    let out_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let stat_report: PathBuf = out_dir.join("goroutines-http-stat.json");
+
     let mut report = format!(
-        "`gevents bench` (goroutine pairs passing a token, a new goroutine every 10th round: \
-         2.4 million state changes, GOMAXPROCS 2): the work's wall time, medians of {rounds} \
-         interleaved rounds; slowdown against the same round's untraced run.\n"
+        "Medians of {rounds} interleaved rounds (the order rotates each round), each run \
+         compared with the same round's untraced run.\n\n\
+         ## `gevents bench`\n\nGoroutine pairs passing a token, a new goroutine every 10th \
+         round: 2.4 million state changes, GOMAXPROCS 2; the work's wall time; slowdown against \
+         the same round's untraced run.\n"
     );
     for version in [newest, oldest] {
         let fixture = fixtures.join(format!("go{version}/gevents"));
-        let mut times: Vec<Vec<f64>> = vec![Vec::new(); TRACINGS.len()];
-        for round in 0..rounds {
-            for i in 0..TRACINGS.len() {
-                let index = (i + round) % TRACINGS.len();
-                let tracing = TRACINGS[index];
-                let t = run_once(&fixture, &loupe, tracing)?.as_secs_f64();
-                println!(
-                    "bench: go{version} round {}/{rounds}: {}: {t:.3} s",
-                    round + 1,
-                    tracing.label()
-                );
-                times[index].push(t);
-            }
-        }
-        report += &format!(
-            "\nGo {version}\n\n| tracing | work time | slowdown | added per state change |\n\
-             |---|---|---|---|\n"
-        );
-        for (tracing, runs) in TRACINGS.iter().zip(&times) {
-            let slowdown = median(
-                runs.iter()
-                    .zip(&times[0])
-                    .map(|(t, base)| t / base)
-                    .collect(),
-            );
-            let added = median(
-                runs.iter()
-                    .zip(&times[0])
-                    .map(|(t, base)| t - base)
-                    .collect(),
-            );
-            report += &format!(
-                "| {} | {:.3} s | {slowdown:.2}x | {:.2} us |\n",
-                tracing.label(),
-                median(runs.clone()),
-                added / STATE_CHANGES * 1e6
-            );
-        }
+        report += &gevents_table(&fixture, &loupe, version, rounds)?;
+    }
+    report += &format!(
+        "\n## {}\n\nThroughput; cost: untraced requests/s / traced requests/s - 1; added per \
+         request: 1 / traced rate - 1 / untraced rate (wall time with both CPUs busy); \
+         goroutine waits (runnable to running) per request, from loupe's own report of the \
+         run.\n",
+        http::label(seconds)
+    );
+    for version in [newest, oldest] {
+        let server = fixtures.join(format!("go{version}/httpserver"));
+        report += &http_table(&server, &loupe, version, rounds, seconds, &stat_report)?;
     }
     println!("\n{report}");
-    let path = target_dir().join("bench").join("goroutines.md");
-    std::fs::create_dir_all(target_dir().join("bench"))?;
+    let path = out_dir.join("goroutines.md");
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     println!("bench: report written to {}", path.display());
     Ok(())
