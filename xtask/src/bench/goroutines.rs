@@ -7,8 +7,8 @@
 //! - a Go program that creates goroutines and switches between them a lot
 //!   (`fixtures/go/gevents bench`): the work's own wall time;
 //! - a Go HTTP server under `wrk` (`fixtures/go/httpserver`, the `bench sched` workload):
-//!   requests per second, and how many goroutine waits (runnable to running) a request makes,
-//!   from loupe's own figures.
+//!   requests per second, and the goroutine state changes a request makes, estimated from
+//!   loupe's own reports of the runs (the runtime's sample and the probe's counts).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -160,15 +160,71 @@ fn gevents_table(fixture: &Path, loupe: &Path, version: &str, rounds: usize) -> 
     Ok(out)
 }
 
-/// One `wrk` run against the server under `tracing`, and for loupe's runs the goroutine
-/// waits (runnable to running) its report counted, scaled to every wait.
+/// Goroutine figures of one HTTP run, per request, from loupe's report of the run.
+#[derive(Clone, Copy, Default)]
+struct PerRequest {
+    /// `loupe stat --pid`: entries into running, from any state (the runtime records one
+    /// in eight in its histogram, syscall returns included, with a zero wait).
+    running_entries: Option<f64>,
+    /// `--goroutine-events`: the probe's counts of waits (runnable to running), blocks
+    /// (waiting to runnable) and goroutines created.
+    waits: Option<f64>,
+    blocks: Option<f64>,
+    created: Option<f64>,
+}
+
+impl PerRequest {
+    fn read(tracing: Tracing, report: &Path, requests: u64) -> Result<PerRequest> {
+        if tracing == Tracing::None {
+            return Ok(PerRequest::default());
+        }
+        let text = std::fs::read_to_string(report)
+            .with_context(|| format!("reading {}", report.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", report.display()))?;
+        let g = &json["goroutines"];
+        let requests = requests.max(1) as f64;
+        let field = |value: &serde_json::Value, name: &str| {
+            value
+                .as_f64()
+                .map(|v| v / requests)
+                .with_context(|| format!("no goroutines.{name} in {}", report.display()))
+        };
+        let count = field(&g["sched_latency"]["count"], "sched_latency.count")?;
+        if tracing == Tracing::Stat {
+            return Ok(PerRequest {
+                running_entries: Some(count * RUNTIME_SAMPLE_RATE),
+                ..PerRequest::default()
+            });
+        }
+        let blocks = g["blocked_by_wait_reason"]
+            .as_object()
+            .with_context(|| {
+                format!(
+                    "no goroutines.blocked_by_wait_reason in {}",
+                    report.display()
+                )
+            })?
+            .values()
+            .filter_map(|r| r["count"].as_f64())
+            .sum::<f64>();
+        Ok(PerRequest {
+            running_entries: None,
+            waits: Some(count),
+            blocks: Some(blocks / requests),
+            created: Some(field(&g["created"], "created")?),
+        })
+    }
+}
+
+/// One `wrk` run against the server under `tracing`, and loupe's goroutine figures of it.
 fn http_once(
     server: &HttpServer,
     loupe: &Path,
     tracing: Tracing,
     seconds: u32,
     report: &Path,
-) -> Result<(WrkRun, Option<f64>)> {
+) -> Result<(WrkRun, PerRequest)> {
     // A report left by an earlier run must not pass for this one's.
     if report.exists() {
         std::fs::remove_file(report).with_context(|| format!("removing {}", report.display()))?;
@@ -177,23 +233,7 @@ fn http_once(
     let run = server.load(seconds);
     tracing.stop(tracer)?;
     let run = run?;
-    let waits = match tracing {
-        Tracing::None => None,
-        Tracing::Stat => Some(goroutine_waits(report)? * RUNTIME_SAMPLE_RATE),
-        Tracing::Events => Some(goroutine_waits(report)?),
-    };
-    Ok((run, waits))
-}
-
-/// `goroutines.sched_latency.count` of a `loupe stat` JSON report.
-fn goroutine_waits(report: &Path) -> Result<f64> {
-    let text =
-        std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", report.display()))?;
-    json["goroutines"]["sched_latency"]["count"]
-        .as_f64()
-        .with_context(|| format!("no goroutines.sched_latency.count in {}", report.display()))
+    Ok((run, PerRequest::read(tracing, report, run.requests)?))
 }
 
 fn http_table(
@@ -206,46 +246,52 @@ fn http_table(
 ) -> Result<String> {
     let server = HttpServer::start(server_binary, HTTP_ADDR)?;
     let runs = interleaved(rounds, &format!("http go{version}"), |tracing| {
-        let (run, waits) = http_once(&server, loupe, tracing, seconds, report)?;
-        println!(
-            "bench:   {:.0} requests/s{}",
-            run.requests_per_sec,
-            waits.map_or(String::new(), |w| format!(", {w:.0} goroutine waits"))
-        );
-        Ok((run, waits))
+        let (run, per) = http_once(&server, loupe, tracing, seconds, report)?;
+        println!("bench:   {:.0} requests/s", run.requests_per_sec);
+        Ok((run, per))
     })?;
     let rates: Vec<Vec<f64>> = runs
         .iter()
         .map(|r| r.iter().map(|(run, _)| run.requests_per_sec).collect())
         .collect();
+    // Each figure from the runs that report it, per request.
+    let per_request = |pick: fn(&PerRequest) -> Option<f64>| {
+        median(runs.iter().flatten().filter_map(|(_, p)| pick(p)).collect())
+    };
+    let running_entries = per_request(|p| p.running_entries);
+    let waits = per_request(|p| p.waits);
+    let blocks = per_request(|p| p.blocks);
+    let created = per_request(|p| p.created);
+    // Every running period starts and ends with a state change; blocks add their
+    // waiting -> runnable step and creations their dead -> runnable one.
+    let state_changes = 2.0 * running_entries + blocks + created;
     let mut out = format!(
         "\nGo {version}\n\n| tracing | requests/s | cost vs nothing | added per request | \
-         goroutine waits per request |\n|---|---|---|---|---|\n"
+         added per state change |\n|---|---|---|---|---|\n"
     );
-    for ((tracing, runs), rate) in TRACINGS.iter().zip(&runs).zip(&rates) {
+    for (tracing, rate) in TRACINGS.iter().zip(&rates) {
         let added = median(
             rate.iter()
                 .zip(&rates[0])
                 .map(|(r, base)| 1.0 / r - 1.0 / base)
                 .collect(),
         );
-        let waits = runs
-            .iter()
-            .filter_map(|(run, waits)| waits.map(|w| w / run.requests as f64))
-            .collect::<Vec<_>>();
-        let waits = match tracing {
-            Tracing::None => "-".to_string(),
-            Tracing::Stat => format!("{:.1} (8 x the runtime's sample)", median(waits)),
-            Tracing::Events => format!("{:.1}", median(waits)),
-        };
         out += &format!(
-            "| {} | {:.0} | {:+.1}% | {:.2} us | {waits} |\n",
+            "| {} | {:.0} | {:+.1}% | {:.2} us | {:.2} us |\n",
             tracing.label(),
             median(rate.clone()),
             throughput_cost(rate, &rates[0]) * 100.0,
-            added * 1e6
+            added * 1e6,
+            added / state_changes * 1e6
         );
     }
+    out += &format!(
+        "\nPer request: {running_entries:.1} running periods (entries into running: 8 x the \
+         runtime's one-in-eight sample, from the `loupe stat --pid` runs), {waits:.1} waits \
+         (runnable to running), {blocks:.1} blocks and {created:.1} goroutines created (the \
+         probe's counts): about {state_changes:.1} goroutine state changes (2 x running \
+         periods + blocks + created).\n"
+    );
     Ok(out)
 }
 
@@ -263,33 +309,47 @@ pub fn run(rounds: usize, seconds: u32) -> Result<()> {
     };
     let out_dir = target_dir().join("bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let stat_report: PathBuf = out_dir.join("goroutines-http-stat.json");
+    let http_report: PathBuf = out_dir.join("goroutines-http.json");
 
-    let mut report = format!(
-        "Medians of {rounds} interleaved rounds (the order rotates each round), each run \
-         compared with the same round's untraced run.\n\n\
-         ## `gevents bench`\n\nGoroutine pairs passing a token, a new goroutine every 10th \
+    let load_before = load_average();
+    let mut body = String::from(
+        "## `gevents bench`\n\nGoroutine pairs passing a token, a new goroutine every 10th \
          round: 2.4 million state changes, GOMAXPROCS 2; the work's wall time; slowdown against \
-         the same round's untraced run.\n"
+         the same round's untraced run.\n",
     );
     for version in [newest, oldest] {
         let fixture = fixtures.join(format!("go{version}/gevents"));
-        report += &gevents_table(&fixture, &loupe, version, rounds)?;
+        body += &gevents_table(&fixture, &loupe, version, rounds)?;
     }
-    report += &format!(
+    body += &format!(
         "\n## {}\n\nThroughput; cost: untraced requests/s / traced requests/s - 1; added per \
-         request: 1 / traced rate - 1 / untraced rate (wall time with both CPUs busy); \
-         goroutine waits (runnable to running) per request, from loupe's own report of the \
-         run.\n",
+         request: 1 / traced rate - 1 / untraced rate (wall time with both CPUs busy); added \
+         per state change: that over the goroutine state changes a request makes, estimated \
+         from loupe's own reports of the runs (below each table).\n",
         http::label(seconds)
     );
     for version in [newest, oldest] {
         let server = fixtures.join(format!("go{version}/httpserver"));
-        report += &http_table(&server, &loupe, version, rounds, seconds, &stat_report)?;
+        body += &http_table(&server, &loupe, version, rounds, seconds, &http_report)?;
     }
+    let report = format!(
+        "Medians of {rounds} interleaved rounds (the order rotates each round), each run \
+         compared with the same round's untraced run. {} CPUs; load average (1 min) \
+         {load_before} before the run, {} after it: other jobs share the CPUs.\n\n{body}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load_average()
+    );
     println!("\n{report}");
     let path = out_dir.join("goroutines.md");
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     println!("bench: report written to {}", path.display());
     Ok(())
+}
+
+/// The host's 1-minute load average, as /proc/loadavg says it ("?" if unreadable).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
