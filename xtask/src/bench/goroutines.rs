@@ -163,8 +163,9 @@ fn gevents_table(fixture: &Path, loupe: &Path, version: &str, rounds: usize) -> 
 /// Goroutine figures of one HTTP run, per request, from loupe's report of the run.
 #[derive(Clone, Copy, Default)]
 struct PerRequest {
-    /// `loupe stat --pid`: entries into running, from any state (the runtime records one
-    /// in eight in its histogram, syscall returns included, with a zero wait).
+    /// `loupe stat --pid`: running periods, i.e. entries into running (the runtime records
+    /// one in eight in its histogram, a zero wait for a start not from runnable; up to Go
+    /// 1.25 syscall returns too, which from 1.26 bypass `casgstatus` and its tracking).
     running_entries: Option<f64>,
     /// `--goroutine-events`: the probe's counts of waits (runnable to running), blocks
     /// (waiting to runnable) and goroutines created.
@@ -247,7 +248,16 @@ fn http_table(
     let server = HttpServer::start(server_binary, HTTP_ADDR)?;
     let runs = interleaved(rounds, &format!("http go{version}"), |tracing| {
         let (run, per) = http_once(&server, loupe, tracing, seconds, report)?;
-        println!("bench:   {:.0} requests/s", run.requests_per_sec);
+        let figure =
+            |name: &str, v: Option<f64>| v.map_or(String::new(), |v| format!(", {v:.2} {name}"));
+        println!(
+            "bench:   {:.0} requests/s{}{}{}{}",
+            run.requests_per_sec,
+            figure("running periods/request", per.running_entries),
+            figure("waits/request", per.waits),
+            figure("blocks/request", per.blocks),
+            figure("created/request", per.created)
+        );
         Ok((run, per))
     })?;
     let rates: Vec<Vec<f64>> = runs
@@ -262,8 +272,8 @@ fn http_table(
     let waits = per_request(|p| p.waits);
     let blocks = per_request(|p| p.blocks);
     let created = per_request(|p| p.created);
-    // Every running period starts and ends with a state change; blocks add their
-    // waiting -> runnable step and creations their dead -> runnable one.
+    // Every running period starts and ends with a state change through `casgstatus`;
+    // blocks add their waiting -> runnable step and creations their dead -> runnable one.
     let state_changes = 2.0 * running_entries + blocks + created;
     let mut out = format!(
         "\nGo {version}\n\n| tracing | requests/s | cost vs nothing | added per request | \
@@ -287,7 +297,8 @@ fn http_table(
     }
     out += &format!(
         "\nPer request: {running_entries:.1} running periods (entries into running: 8 x the \
-         runtime's one-in-eight sample, from the `loupe stat --pid` runs), {waits:.1} waits \
+         runtime's one-in-eight sample, from the `loupe stat --pid` runs; syscalls are among them up \
+         to Go 1.25 only), {waits:.1} waits \
          (runnable to running), {blocks:.1} blocks and {created:.1} goroutines created (the \
          probe's counts): about {state_changes:.1} goroutine state changes (2 x running \
          periods + blocks + created).\n"
