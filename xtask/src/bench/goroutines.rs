@@ -7,8 +7,8 @@
 //! - a Go program that creates goroutines and switches between them a lot
 //!   (`fixtures/go/gevents bench`): the work's own wall time;
 //! - a Go HTTP server under `wrk` (`fixtures/go/httpserver`, the `bench sched` workload):
-//!   requests per second, and the goroutine state changes a request makes, estimated from
-//!   loupe's own reports of the runs (the runtime's sample and the probe's counts).
+//!   requests per second, and the goroutine state changes a request makes (the probe's own
+//!   count of `casgstatus` calls, read from loupe's map with bpftool).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::http::{self, throughput_cost, HttpServer, WrkRun};
-use super::{interrupt_and_wait, median, start_loupe};
+use super::{interrupt_and_wait, median, run_ok, start_loupe};
 use crate::util::{target_dir, which};
 use crate::{build, fixtures, setup};
 
@@ -36,9 +36,6 @@ const TRACINGS: [Tracing; 3] = [Tracing::None, Tracing::Stat, Tracing::Events];
 
 /// Where the benchmark's HTTP server listens (not `bench sched`'s port, so both can run).
 const HTTP_ADDR: &str = "127.0.0.1:8091";
-
-/// The runtime's scheduling latency histogram times one wait in eight.
-const RUNTIME_SAMPLE_RATE: f64 = 8.0;
 
 impl Tracing {
     fn label(self) -> &'static str {
@@ -160,81 +157,127 @@ fn gevents_table(fixture: &Path, loupe: &Path, version: &str, rounds: usize) -> 
     Ok(out)
 }
 
-/// Goroutine figures of one HTTP run, per request, from loupe's report of the run.
-#[derive(Clone, Copy, Default)]
+/// Goroutine figures of one `--goroutine-events` HTTP run, per request: the probe's
+/// `casgstatus` calls (every state change the runtime makes through it), and from loupe's
+/// report the waits (runnable to running), blocks (waiting to runnable) and creations.
+#[derive(Clone, Copy)]
 struct PerRequest {
-    /// `loupe stat --pid`: running periods, i.e. entries into running (the runtime records
-    /// one in eight in its histogram, a zero wait for a start not from runnable; up to Go
-    /// 1.25 syscall returns too, which from 1.26 bypass `casgstatus` and its tracking).
-    running_entries: Option<f64>,
-    /// `--goroutine-events`: the probe's counts of waits (runnable to running), blocks
-    /// (waiting to runnable) and goroutines created.
-    waits: Option<f64>,
-    blocks: Option<f64>,
-    created: Option<f64>,
+    calls: f64,
+    waits: f64,
+    blocks: f64,
+    created: f64,
 }
 
 impl PerRequest {
-    fn read(tracing: Tracing, report: &Path, requests: u64) -> Result<PerRequest> {
-        if tracing == Tracing::None {
-            return Ok(PerRequest::default());
-        }
+    fn read(calls: u64, report: &Path, requests: u64) -> Result<PerRequest> {
         let text = std::fs::read_to_string(report)
             .with_context(|| format!("reading {}", report.display()))?;
         let json: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", report.display()))?;
         let g = &json["goroutines"];
-        let requests = requests.max(1) as f64;
-        let field = |value: &serde_json::Value, name: &str| {
-            value
-                .as_f64()
-                .map(|v| v / requests)
-                .with_context(|| format!("no goroutines.{name} in {}", report.display()))
-        };
-        let count = field(&g["sched_latency"]["count"], "sched_latency.count")?;
-        if tracing == Tracing::Stat {
-            return Ok(PerRequest {
-                running_entries: Some(count * RUNTIME_SAMPLE_RATE),
-                ..PerRequest::default()
-            });
-        }
+        let missing = |name: &str| format!("no goroutines.{name} in {}", report.display());
+        let waits = g["sched_latency"]["count"]
+            .as_f64()
+            .with_context(|| missing("sched_latency.count"))?;
         let blocks = g["blocked_by_wait_reason"]
             .as_object()
-            .with_context(|| {
-                format!(
-                    "no goroutines.blocked_by_wait_reason in {}",
-                    report.display()
-                )
-            })?
+            .with_context(|| missing("blocked_by_wait_reason"))?
             .values()
             .filter_map(|r| r["count"].as_f64())
             .sum::<f64>();
+        let created = g["created"].as_f64().with_context(|| missing("created"))?;
+        let requests = requests.max(1) as f64;
         Ok(PerRequest {
-            running_entries: None,
-            waits: Some(count),
-            blocks: Some(blocks / requests),
-            created: Some(field(&g["created"], "created")?),
+            calls: calls as f64 / requests,
+            waits: waits / requests,
+            blocks: blocks / requests,
+            created: created / requests,
         })
     }
 }
 
-/// One `wrk` run against the server under `tracing`, and loupe's goroutine figures of it.
+/// The name the kernel keeps of loupe's per-CPU goroutine counters (`GOROUTINE_COUNTERS`,
+/// cut to 15 characters); their index 0 counts `casgstatus` calls.
+const COUNTERS_MAP: &str = "GOROUTINE_COUNT";
+
+/// The `casgstatus` calls the goroutine probe of the loupe process `pid` has seen: its
+/// counters map, found among the BPF maps it holds open, read with bpftool (other loupe
+/// processes on the host have their own).
+fn casgstatus_calls(pid: u32) -> Result<u64> {
+    let fds = format!("/proc/{pid}/fdinfo");
+    let mut found = None;
+    for entry in std::fs::read_dir(&fds).with_context(|| format!("reading {fds}"))? {
+        let info = std::fs::read_to_string(entry?.path()).unwrap_or_default();
+        let Some(id) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("map_id:"))
+            .map(str::trim)
+        else {
+            continue;
+        };
+        let show = run_ok(Command::new("bpftool").args(["-j", "map", "show", "id", id]))?;
+        let map: serde_json::Value = serde_json::from_str(&show)
+            .with_context(|| format!("bpftool map show id {id}: {show:?}"))?;
+        if map["name"] == COUNTERS_MAP {
+            found = Some(id.to_string());
+            break;
+        }
+    }
+    let id = found.with_context(|| format!("loupe (pid {pid}) holds no {COUNTERS_MAP} map"))?;
+    let lookup = run_ok(
+        Command::new("bpftool").args(["-j", "map", "lookup", "id", &id, "key", "0", "0", "0", "0"]),
+    )?;
+    let json: serde_json::Value = serde_json::from_str(&lookup)
+        .with_context(|| format!("bpftool map lookup id {id}: {lookup:?}"))?;
+    let cpus = json["values"]
+        .as_array()
+        .with_context(|| format!("no per-CPU values in {lookup:?}"))?;
+    let mut calls = 0u64;
+    for cpu in cpus {
+        // The value's bytes, as "0x2a" strings, little-endian.
+        let bytes = cpu["value"]
+            .as_array()
+            .with_context(|| format!("no value bytes in {lookup:?}"))?;
+        let mut value = 0u64;
+        for (i, byte) in bytes.iter().enumerate().take(8) {
+            let byte = byte
+                .as_str()
+                .and_then(|b| u64::from_str_radix(b.trim_start_matches("0x"), 16).ok())
+                .with_context(|| format!("a value byte {byte} in {lookup:?}"))?;
+            value |= byte << (8 * i);
+        }
+        calls += value;
+    }
+    Ok(calls)
+}
+
+/// One `wrk` run against the server under `tracing`, and with events the goroutine
+/// figures of it.
 fn http_once(
     server: &HttpServer,
     loupe: &Path,
     tracing: Tracing,
     seconds: u32,
     report: &Path,
-) -> Result<(WrkRun, PerRequest)> {
+) -> Result<(WrkRun, Option<PerRequest>)> {
     // A report left by an earlier run must not pass for this one's.
     if report.exists() {
         std::fs::remove_file(report).with_context(|| format!("removing {}", report.display()))?;
     }
     let tracer = tracing.start(loupe, server.pid(), Some(report))?;
     let run = server.load(seconds);
+    // The probe's count, read while loupe still runs (its maps go with it).
+    let calls = match (&tracer, tracing) {
+        (Some(loupe), Tracing::Events) => Some(casgstatus_calls(loupe.id())),
+        _ => None,
+    };
     tracing.stop(tracer)?;
     let run = run?;
-    Ok((run, PerRequest::read(tracing, report, run.requests)?))
+    let per = match calls {
+        Some(calls) => Some(PerRequest::read(calls?, report, run.requests)?),
+        None => None,
+    };
+    Ok((run, per))
 }
 
 fn http_table(
@@ -248,33 +291,30 @@ fn http_table(
     let server = HttpServer::start(server_binary, HTTP_ADDR)?;
     let runs = interleaved(rounds, &format!("http go{version}"), |tracing| {
         let (run, per) = http_once(&server, loupe, tracing, seconds, report)?;
-        let figure =
-            |name: &str, v: Option<f64>| v.map_or(String::new(), |v| format!(", {v:.2} {name}"));
-        println!(
-            "bench:   {:.0} requests/s{}{}{}{}",
-            run.requests_per_sec,
-            figure("running periods/request", per.running_entries),
-            figure("waits/request", per.waits),
-            figure("blocks/request", per.blocks),
-            figure("created/request", per.created)
-        );
+        println!("bench:   {:.0} requests/s", run.requests_per_sec);
+        if let Some(p) = per {
+            println!(
+                "bench:   per request: {:.2} casgstatus calls, {:.2} waits, {:.2} blocks, \
+                 {:.2} created",
+                p.calls, p.waits, p.blocks, p.created
+            );
+        }
         Ok((run, per))
     })?;
     let rates: Vec<Vec<f64>> = runs
         .iter()
         .map(|r| r.iter().map(|(run, _)| run.requests_per_sec).collect())
         .collect();
-    // Each figure from the runs that report it, per request.
-    let per_request = |pick: fn(&PerRequest) -> Option<f64>| {
-        median(runs.iter().flatten().filter_map(|(_, p)| pick(p)).collect())
+    // Per request, from the runs with events.
+    let per_request = |pick: fn(&PerRequest) -> f64| {
+        median(
+            runs.iter()
+                .flatten()
+                .filter_map(|(_, p)| p.as_ref().map(pick))
+                .collect(),
+        )
     };
-    let running_entries = per_request(|p| p.running_entries);
-    let waits = per_request(|p| p.waits);
-    let blocks = per_request(|p| p.blocks);
-    let created = per_request(|p| p.created);
-    // Every running period starts and ends with a state change through `casgstatus`;
-    // blocks add their waiting -> runnable step and creations their dead -> runnable one.
-    let state_changes = 2.0 * running_entries + blocks + created;
+    let state_changes = per_request(|p| p.calls);
     let mut out = format!(
         "\nGo {version}\n\n| tracing | requests/s | cost vs nothing | added per request | \
          added per state change |\n|---|---|---|---|---|\n"
@@ -296,19 +336,21 @@ fn http_table(
         );
     }
     out += &format!(
-        "\nPer request: {running_entries:.1} running periods (entries into running: 8 x the \
-         runtime's one-in-eight sample, from the `loupe stat --pid` runs; syscalls are among them up \
-         to Go 1.25 only), {waits:.1} waits \
-         (runnable to running), {blocks:.1} blocks and {created:.1} goroutines created (the \
-         probe's counts): about {state_changes:.1} goroutine state changes (2 x running \
-         periods + blocks + created).\n"
+        "\nPer request (with events): {state_changes:.1} `casgstatus` calls (the probe's own \
+         count), {:.1} waits (runnable to running), {:.1} blocks (waiting to runnable), {:.1} \
+         goroutines created.\n",
+        per_request(|p| p.waits),
+        per_request(|p| p.blocks),
+        per_request(|p| p.created)
     );
     Ok(out)
 }
 
 pub fn run(rounds: usize, seconds: u32) -> Result<()> {
-    if which("wrk").is_none() {
-        bail!("wrk is missing: run `cargo xtask setup`");
+    for tool in ["wrk", "bpftool"] {
+        if which(tool).is_none() {
+            bail!("{tool} is missing: run `cargo xtask setup`");
+        }
     }
     setup::run()?;
     let object = build::build_ebpf()?;
@@ -335,8 +377,8 @@ pub fn run(rounds: usize, seconds: u32) -> Result<()> {
     body += &format!(
         "\n## {}\n\nThroughput; cost: untraced requests/s / traced requests/s - 1; added per \
          request: 1 / traced rate - 1 / untraced rate (wall time with both CPUs busy); added \
-         per state change: that over the goroutine state changes a request makes, estimated \
-         from loupe's own reports of the runs (below each table).\n",
+         per state change: that over the `casgstatus` calls a request makes (the probe's \
+         count in the runs with events, below each table).\n",
         http::label(seconds)
     );
     for version in [newest, oldest] {
