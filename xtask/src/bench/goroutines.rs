@@ -1,19 +1,24 @@
 //! `cargo xtask bench goroutines`: the cost of goroutine events (a uprobe at
-//! `runtime.casgstatus`) beside `loupe stat` without events (the goroutine census and the
-//! runtime's scheduling latency histogram, what is always on) and nothing at all, interleaved
-//! over rounds, for the newest and the oldest Go toolchain (whose `casgstatus` prologue the
-//! kernel single-steps), on two workloads:
+//! `runtime.casgstatus`) beside `loupe stat` without events (scheduling tracepoints, the
+//! runtime's scheduling latency histogram read at both ends and a goroutine census at the
+//! end: what is always on) and nothing at all, interleaved over rounds, for the newest and
+//! the oldest Go toolchain (whose `casgstatus` prologue the kernel single-steps), on two
+//! workloads:
 //!
 //! - a Go program that creates goroutines and switches between them a lot
 //!   (`fixtures/go/gevents bench`): the work's own wall time;
 //! - a Go HTTP server under `wrk` (`fixtures/go/httpserver`, the `bench sched` workload):
-//!   requests per second, and the goroutine state changes a request makes (the probe's own
-//!   count of `casgstatus` calls, read from loupe's map with bpftool).
+//!   requests per second, also with a goroutine census every second during the run
+//!   (`loupe goroutines --pid`), and the goroutine state changes a request makes (the
+//!   probe's own count of `casgstatus` calls, read from loupe's map with bpftool).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -25,14 +30,40 @@ use crate::{build, fixtures, setup};
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tracing {
     None,
+    /// `loupe stat --pid`: scheduling tracepoints during the run, the runtime's scheduling
+    /// latency histogram read at both ends and a goroutine census at the end.
     Stat,
+    /// `loupe goroutines --pid` every [`CENSUS_INTERVAL`] during the run: the census alone.
+    Census,
     Events,
+}
+
+/// The census period of [`Tracing::Census`]: 30 times the daemon's default.
+const CENSUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A condition while it runs.
+enum Tracer {
+    Nothing,
+    Loupe(Child),
+    /// A thread taking a census every [`CENSUS_INTERVAL`] until told to stop; it returns
+    /// how many it took.
+    Census {
+        stop: Arc<AtomicBool>,
+        thread: JoinHandle<Result<u32>>,
+    },
 }
 
 /// Goroutine state changes `gevents bench` makes (counted by `casgstatus` probe hits).
 const STATE_CHANGES: f64 = 2.4e6;
 
-const TRACINGS: [Tracing; 3] = [Tracing::None, Tracing::Stat, Tracing::Events];
+/// `gevents bench`'s work lasts a fraction of a second: too short for a census every second.
+const GEVENTS_TRACINGS: [Tracing; 3] = [Tracing::None, Tracing::Stat, Tracing::Events];
+const HTTP_TRACINGS: [Tracing; 4] = [
+    Tracing::None,
+    Tracing::Stat,
+    Tracing::Census,
+    Tracing::Events,
+];
 
 /// Where the benchmark's HTTP server listens (not `bench sched`'s port, so both can run).
 const HTTP_ADDR: &str = "127.0.0.1:8091";
@@ -42,14 +73,17 @@ impl Tracing {
         match self {
             Tracing::None => "nothing",
             Tracing::Stat => "loupe stat --pid",
+            Tracing::Census => "loupe goroutines --pid, every 1 s",
             Tracing::Events => "loupe stat --pid --goroutine-events",
         }
     }
 
     /// Starts loupe on `pid` (nothing for [`Tracing::None`]), its report going to `output`.
-    fn start(self, loupe: &Path, pid: u32, output: Option<&Path>) -> Result<Option<Child>> {
-        if self == Tracing::None {
-            return Ok(None);
+    fn start(self, loupe: &Path, pid: u32, output: Option<&Path>) -> Result<Tracer> {
+        match self {
+            Tracing::None => return Ok(Tracer::Nothing),
+            Tracing::Census => return Ok(census_every_interval(loupe, pid)),
+            Tracing::Stat | Tracing::Events => {}
         }
         let mut cmd = Command::new(loupe);
         cmd.args(["stat", "--pid", &pid.to_string(), "-d", "1h"]);
@@ -60,32 +94,65 @@ impl Tracing {
         if self == Tracing::Events {
             cmd.arg("--goroutine-events");
         }
-        start_loupe(cmd).map(Some)
+        start_loupe(cmd).map(Tracer::Loupe)
     }
 
-    fn stop(self, tracer: Option<Child>) -> Result<()> {
-        if let Some(tracer) = tracer {
-            let (status, _) = interrupt_and_wait(tracer)?;
-            if !status.success() {
-                bail!("{} failed: {status}", self.label());
+    fn stop(self, tracer: Tracer) -> Result<()> {
+        match tracer {
+            Tracer::Nothing => {}
+            Tracer::Loupe(child) => {
+                let (status, _) = interrupt_and_wait(child)?;
+                if !status.success() {
+                    bail!("{} failed: {status}", self.label());
+                }
+            }
+            Tracer::Census { stop, thread } => {
+                stop.store(true, Ordering::Relaxed);
+                let taken = thread
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the census thread panicked"))??;
+                println!("bench:   {taken} censuses");
             }
         }
         Ok(())
     }
 }
 
+/// Takes a census of `pid` at once and then every [`CENSUS_INTERVAL`], on a thread, until
+/// stopped.
+fn census_every_interval(loupe: &Path, pid: u32) -> Tracer {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (loupe, flag) = (loupe.to_path_buf(), stop.clone());
+    let thread = std::thread::spawn(move || -> Result<u32> {
+        let mut taken = 0;
+        loop {
+            let started = Instant::now();
+            run_ok(Command::new(&loupe).args(["goroutines", "--pid", &pid.to_string(), "--json"]))?;
+            taken += 1;
+            while started.elapsed() < CENSUS_INTERVAL {
+                if flag.load(Ordering::Relaxed) {
+                    return Ok(taken);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    });
+    Tracer::Census { stop, thread }
+}
+
 /// Runs `measure` under every tracing in turn for `rounds` rounds, the order rotating each
-/// round, and returns each tracing's results in [`TRACINGS`] order.
+/// round, and returns each tracing's results in the order of `tracings`.
 fn interleaved<T>(
+    tracings: &[Tracing],
     rounds: usize,
     what: &str,
     mut measure: impl FnMut(Tracing) -> Result<T>,
 ) -> Result<Vec<Vec<T>>> {
-    let mut results: Vec<Vec<T>> = TRACINGS.iter().map(|_| Vec::new()).collect();
+    let mut results: Vec<Vec<T>> = tracings.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
-        for i in 0..TRACINGS.len() {
-            let index = (i + round) % TRACINGS.len();
-            let tracing = TRACINGS[index];
+        for i in 0..tracings.len() {
+            let index = (i + round) % tracings.len();
+            let tracing = tracings[index];
             println!(
                 "bench: {what} round {}/{rounds}: {}",
                 round + 1,
@@ -135,16 +202,21 @@ fn gevents_once(fixture: &Path, loupe: &Path, tracing: Tracing) -> Result<Durati
 }
 
 fn gevents_table(fixture: &Path, loupe: &Path, version: &str, rounds: usize) -> Result<String> {
-    let times = interleaved(rounds, &format!("gevents go{version}"), |tracing| {
-        let t = gevents_once(fixture, loupe, tracing)?.as_secs_f64();
-        println!("bench:   {t:.3} s");
-        Ok(t)
-    })?;
+    let times = interleaved(
+        &GEVENTS_TRACINGS,
+        rounds,
+        &format!("gevents go{version}"),
+        |tracing| {
+            let t = gevents_once(fixture, loupe, tracing)?.as_secs_f64();
+            println!("bench:   {t:.3} s");
+            Ok(t)
+        },
+    )?;
     let mut out = format!(
         "\nGo {version}\n\n| tracing | work time | slowdown | added per state change |\n\
          |---|---|---|---|\n"
     );
-    for (tracing, runs) in TRACINGS.iter().zip(&times) {
+    for (tracing, runs) in GEVENTS_TRACINGS.iter().zip(&times) {
         let slowdown = median(runs.iter().zip(&times[0]).map(|(t, b)| t / b).collect());
         let added = median(runs.iter().zip(&times[0]).map(|(t, b)| t - b).collect());
         out += &format!(
@@ -268,7 +340,7 @@ fn http_once(
     let run = server.load(seconds);
     // The probe's count, read while loupe still runs (its maps go with it).
     let calls = match (&tracer, tracing) {
-        (Some(loupe), Tracing::Events) => Some(casgstatus_calls(loupe.id())),
+        (Tracer::Loupe(loupe), Tracing::Events) => Some(casgstatus_calls(loupe.id())),
         _ => None,
     };
     tracing.stop(tracer)?;
@@ -289,18 +361,23 @@ fn http_table(
     report: &Path,
 ) -> Result<String> {
     let server = HttpServer::start(server_binary, HTTP_ADDR)?;
-    let runs = interleaved(rounds, &format!("http go{version}"), |tracing| {
-        let (run, per) = http_once(&server, loupe, tracing, seconds, report)?;
-        println!("bench:   {:.0} requests/s", run.requests_per_sec);
-        if let Some(p) = per {
-            println!(
-                "bench:   per request: {:.2} casgstatus calls, {:.2} waits, {:.2} blocks, \
+    let runs = interleaved(
+        &HTTP_TRACINGS,
+        rounds,
+        &format!("http go{version}"),
+        |tracing| {
+            let (run, per) = http_once(&server, loupe, tracing, seconds, report)?;
+            println!("bench:   {:.0} requests/s", run.requests_per_sec);
+            if let Some(p) = per {
+                println!(
+                    "bench:   per request: {:.2} casgstatus calls, {:.2} waits, {:.2} blocks, \
                  {:.2} created",
-                p.calls, p.waits, p.blocks, p.created
-            );
-        }
-        Ok((run, per))
-    })?;
+                    p.calls, p.waits, p.blocks, p.created
+                );
+            }
+            Ok((run, per))
+        },
+    )?;
     let rates: Vec<Vec<f64>> = runs
         .iter()
         .map(|r| r.iter().map(|(run, _)| run.requests_per_sec).collect())
@@ -319,7 +396,7 @@ fn http_table(
         "\nGo {version}\n\n| tracing | requests/s | cost vs nothing | added per request | \
          added per state change |\n|---|---|---|---|---|\n"
     );
-    for (tracing, rate) in TRACINGS.iter().zip(&rates) {
+    for (tracing, rate) in HTTP_TRACINGS.iter().zip(&rates) {
         let added = median(
             rate.iter()
                 .zip(&rates[0])
