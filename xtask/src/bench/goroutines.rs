@@ -393,8 +393,8 @@ fn http_table(
     };
     let state_changes = per_request(|p| p.calls);
     let mut out = format!(
-        "\nGo {version}\n\n| tracing | requests/s | cost vs nothing | added per request | \
-         added per state change |\n|---|---|---|---|---|\n"
+        "\nGo {version}\n\n| tracing | requests/s | cost vs nothing | cost by round | added \
+         per request | added per state change |\n|---|---|---|---|---|---|\n"
     );
     for (tracing, rate) in HTTP_TRACINGS.iter().zip(&rates) {
         let added = median(
@@ -403,11 +403,21 @@ fn http_table(
                 .map(|(r, base)| 1.0 / r - 1.0 / base)
                 .collect(),
         );
+        // The spread shows the noise of a shared machine beside the median.
+        let by_round: Vec<f64> = rate
+            .iter()
+            .zip(&rates[0])
+            .map(|(r, b)| b / r - 1.0)
+            .collect();
+        let lowest = by_round.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest = by_round.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         out += &format!(
-            "| {} | {:.0} | {:+.1}% | {:.2} us | {:.2} us |\n",
+            "| {} | {:.0} | {:+.1}% | {:+.1}% .. {:+.1}% | {:.2} us | {:.2} us |\n",
             tracing.label(),
             median(rate.clone()),
             throughput_cost(rate, &rates[0]) * 100.0,
+            lowest * 100.0,
+            highest * 100.0,
             added * 1e6,
             added / state_changes * 1e6
         );
