@@ -84,8 +84,8 @@ enum BenchMode {
         rounds: usize,
     },
     /// A Go program switching goroutines a lot, and a Go HTTP server under wrk, with
-    /// nothing, `loupe stat --pid` and `loupe stat --pid --goroutine-events`; writes
-    /// target/bench/goroutines.md.
+    /// nothing, `loupe stat --pid` and `loupe stat --pid --goroutine-events` (the server also
+    /// with a census every second); writes target/bench/goroutines.md.
     Goroutines {
         /// Interleaved rounds (medians are reported).
         #[arg(long, default_value_t = 3)]
