@@ -83,12 +83,16 @@ enum BenchMode {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
-    /// A Go program switching goroutines a lot, with nothing, `loupe stat --pid` and
-    /// `loupe stat --pid --goroutine-events`; writes target/bench/goroutines.md.
+    /// A Go program switching goroutines a lot, and a Go HTTP server under wrk, with
+    /// nothing, `loupe stat --pid` and `loupe stat --pid --goroutine-events` (the server also
+    /// with a census every second); writes target/bench/goroutines.md.
     Goroutines {
         /// Interleaved rounds (medians are reported).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Seconds of wrk per HTTP server run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
     },
     /// Context-switch-heavy work (`perf bench sched pipe`, a Go HTTP server under wrk) with
     /// nothing, `loupe stat --all`, `loupe profile --type offcpu --all`, `loupe daemon` and
@@ -123,9 +127,9 @@ fn main() -> ExitCode {
             ..
         } => bench::cargo_build::run(rounds),
         Cmd::Bench {
-            mode: Some(BenchMode::Goroutines { rounds }),
+            mode: Some(BenchMode::Goroutines { rounds, seconds }),
             ..
-        } => bench::goroutines::run(rounds),
+        } => bench::goroutines::run(rounds, seconds),
         Cmd::Bench {
             mode:
                 Some(BenchMode::Sched {

@@ -11,6 +11,7 @@
 pub mod cargo_build;
 pub mod churn;
 pub mod goroutines;
+mod http;
 pub mod sched;
 
 use std::io::{BufRead, BufReader};
@@ -285,6 +286,15 @@ pub(crate) fn interrupt_and_wait(child: Child) -> Result<(std::process::ExitStat
         let status = std::os::unix::process::ExitStatusExt::from_raw(status);
         Ok((status, usage.ru_maxrss as u64))
     }
+}
+
+/// Runs `cmd` to completion and returns its stdout; fails on a non-zero exit.
+pub(crate) fn run_ok(cmd: &mut Command) -> Result<String> {
+    let output = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !output.status.success() {
+        bail!("{cmd:?} failed: {}", output.status);
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 pub(crate) fn median(mut values: Vec<f64>) -> f64 {

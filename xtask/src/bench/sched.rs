@@ -10,14 +10,14 @@
 //! always-on Go figures), and `perf record -e sched:sched_switch -a -g` (a peer's way to get
 //! off-CPU stacks).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::{interrupt_and_wait, median, start_loupe};
+use super::http::{self, throughput_cost, HttpServer};
+use super::{interrupt_and_wait, median, run_ok, start_loupe};
 use crate::util::{target_dir, which};
 use crate::{build, fixtures, setup};
 
@@ -111,14 +111,12 @@ impl Workload {
     fn label(self) -> String {
         match self {
             Workload::Pipe { loops } => format!("perf bench sched pipe -l {loops} (ops/s)"),
-            Workload::Http { seconds } => {
-                format!("Go HTTP server under wrk -t2 -c32 -d{seconds}s (requests/s)")
-            }
+            Workload::Http { seconds } => format!("{} (requests/s)", http::label(seconds)),
         }
     }
 
     /// Runs once and returns its throughput (operations or requests per second).
-    fn run(self) -> Result<f64> {
+    fn run(self, server: &HttpServer) -> Result<f64> {
         match self {
             Workload::Pipe { loops } => {
                 let out = run_ok(Command::new("perf").args([
@@ -134,59 +132,8 @@ impl Workload {
                     .and_then(|n| n.parse::<f64>().ok())
                     .with_context(|| format!("no ops/sec in perf bench's output {out:?}"))
             }
-            Workload::Http { seconds } => {
-                let out = run_ok(Command::new("wrk").args([
-                    "-t2",
-                    "-c32",
-                    &format!("-d{seconds}s"),
-                    &format!("http://{HTTP_ADDR}/"),
-                ]))?;
-                out.lines()
-                    .find(|l| l.starts_with("Requests/sec:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|n| n.parse::<f64>().ok())
-                    .with_context(|| format!("no Requests/sec in wrk's output {out:?}"))
-            }
+            Workload::Http { seconds } => Ok(server.load(seconds)?.requests_per_sec),
         }
-    }
-}
-
-/// Runs `cmd` to completion and returns its stdout; fails on a non-zero exit.
-fn run_ok(cmd: &mut Command) -> Result<String> {
-    let output = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !output.status.success() {
-        bail!("{cmd:?} failed: {}", output.status);
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// The Go HTTP server, running until dropped.
-struct HttpServer(Child);
-
-impl HttpServer {
-    fn start(binary: &Path) -> Result<HttpServer> {
-        let mut child = Command::new(binary)
-            .arg(HTTP_ADDR)
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let stdout = child.stdout.take().context("the server's stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .context("reading the server's first line")?;
-        if !line.contains("listening") {
-            let _ = child.kill();
-            bail!("{} did not start: {line:?}", binary.display());
-        }
-        Ok(HttpServer(child))
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -207,7 +154,7 @@ pub fn run(rounds: usize, loops: u32, seconds: u32) -> Result<()> {
     let out_dir = target_dir().join("bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
-    let _server = HttpServer::start(&go)?;
+    let server = HttpServer::start(&go, HTTP_ADDR)?;
     let workloads = [Workload::Pipe { loops }, Workload::Http { seconds }];
     let mut report = format!(
         "Medians of {rounds} interleaved rounds; cost: the median over rounds of the untraced run's \
@@ -226,7 +173,7 @@ pub fn run(rounds: usize, loops: u32, seconds: u32) -> Result<()> {
                     tracer.label()
                 );
                 let child = tracer.start(&loupe, &out_dir)?;
-                let rate = workload.run();
+                let rate = workload.run(&server);
                 tracer.stop(child)?;
                 let rate = rate?;
                 println!("bench:   {rate:.0}/s");
@@ -247,12 +194,7 @@ fn table(workload: &str, rates: &[Vec<f64>]) -> String {
     let mut out =
         format!("\n{workload}\n\n| tracing | throughput | cost vs nothing |\n|---|---|---|\n");
     for (tracer, runs) in TRACERS.iter().zip(rates) {
-        let cost = median(
-            runs.iter()
-                .zip(baseline)
-                .map(|(r, base)| base / r - 1.0)
-                .collect(),
-        );
+        let cost = throughput_cost(runs, baseline);
         out += &format!(
             "| {} | {:.0}/s | {:+.1}% |\n",
             tracer.label(),
