@@ -256,19 +256,7 @@ impl GoroutineCollector {
             );
             *last = count;
         }
-        if gone.is_empty() {
-            return;
-        }
-        let stale: Vec<SiteKey> = self
-            .last_sites
-            .keys()
-            .filter(|k| gone.contains(&k.tgid))
-            .copied()
-            .collect();
-        for key in stale {
-            self.last_sites.remove(&key);
-            let _ = self.sites.remove(&key);
-        }
+        forget_gone(&mut self.sites, &mut self.last_sites, gone, |k| k.tgid);
     }
 
     /// Parent goroutines: what each (process, parent) count gained since the last reading
@@ -289,20 +277,28 @@ impl GoroutineCollector {
                     .add_labelled_counter(key.tgid, CREATED_BY_PARENT, &label, added);
             }
         }
-        if gone.is_empty() {
-            return;
-        }
-        let stale: Vec<ParentKey> = self
-            .last_parents
-            .keys()
-            .filter(|k| gone.contains(&k.tgid))
-            .copied()
-            .collect();
-        for key in stale {
-            self.last_parents.remove(&key);
-            let _ = self.parents.remove(&key);
-        }
+        forget_gone(&mut self.parents, &mut self.last_parents, gone, |k| k.tgid);
     }
+}
+
+/// Removes the kernel entries of the processes in `gone`, with the last readings kept for
+/// them (every entry of a traced process has been read, so `last` knows them all).
+fn forget_gone<K: aya::Pod + Eq + std::hash::Hash, V>(
+    map: &mut HashMap<MapData, K, u64>,
+    last: &mut StdHashMap<K, V>,
+    gone: &[u32],
+    tgid: fn(&K) -> u32,
+) {
+    if gone.is_empty() {
+        return;
+    }
+    last.retain(|key, _| {
+        let stays = !gone.contains(&tgid(key));
+        if !stays {
+            let _ = map.remove(key);
+        }
+        stays
+    });
 }
 
 impl Collector for GoroutineCollector {
