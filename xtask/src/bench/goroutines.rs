@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::http::{self, throughput_cost, HttpServer, WrkRun};
-use super::{interrupt_and_wait, median, run_ok, start_loupe};
+use super::{interleaved, interrupt_and_wait, median, run_ok, start_loupe};
 use crate::util::{target_dir, which};
 use crate::{build, fixtures, setup};
 
@@ -140,30 +140,6 @@ fn census_every_interval(loupe: &Path, pid: u32) -> Tracer {
     Tracer::Census { stop, thread }
 }
 
-/// Runs `measure` under every tracing in turn for `rounds` rounds, the order rotating each
-/// round, and returns each tracing's results in the order of `tracings`.
-fn interleaved<T>(
-    tracings: &[Tracing],
-    rounds: usize,
-    what: &str,
-    mut measure: impl FnMut(Tracing) -> Result<T>,
-) -> Result<Vec<Vec<T>>> {
-    let mut results: Vec<Vec<T>> = tracings.iter().map(|_| Vec::new()).collect();
-    for round in 0..rounds {
-        for i in 0..tracings.len() {
-            let index = (i + round) % tracings.len();
-            let tracing = tracings[index];
-            println!(
-                "bench: {what} round {}/{rounds}: {}",
-                round + 1,
-                tracing.label()
-            );
-            results[index].push(measure(tracing)?);
-        }
-    }
-    Ok(results)
-}
-
 /// One run of `gevents bench`'s fixed work under `tracing`: its own wall time for the work.
 fn gevents_once(fixture: &Path, loupe: &Path, tracing: Tracing) -> Result<Duration> {
     let mut child = Command::new(fixture)
@@ -206,6 +182,7 @@ fn gevents_table(fixture: &Path, loupe: &Path, version: &str, rounds: usize) -> 
         &GEVENTS_TRACINGS,
         rounds,
         &format!("gevents go{version}"),
+        Tracing::label,
         |tracing| {
             let t = gevents_once(fixture, loupe, tracing)?.as_secs_f64();
             println!("bench:   {t:.3} s");
@@ -365,6 +342,7 @@ fn http_table(
         &HTTP_TRACINGS,
         rounds,
         &format!("http go{version}"),
+        Tracing::label,
         |tracing| {
             let (run, per) = http_once(&server, loupe, tracing, seconds, report)?;
             println!("bench:   {:.0} requests/s", run.requests_per_sec);

@@ -90,24 +90,50 @@ pub fn run(rounds: usize, work_rounds: u32) -> Result<()> {
     let out_dir = target_dir().join("bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
-    let mut results: Vec<(Condition, Vec<Measurement>)> =
-        CONDITIONS.iter().map(|&c| (c, Vec::new())).collect();
-    for round in 0..rounds {
-        for i in 0..CONDITIONS.len() {
-            let index = (i + round) % CONDITIONS.len();
-            let condition = CONDITIONS[index];
-            println!("bench: round {}/{rounds}: {}", round + 1, condition.label());
-            let m = measure(condition, &loupe, &work, work_rounds, &out_dir)?;
-            println!("bench:   workload {:.3}s", m.workload.as_secs_f64());
-            results[index].1.push(m);
-        }
-    }
+    let runs = interleaved(&CONDITIONS, rounds, "", Condition::label, |condition| {
+        let m = measure(condition, &loupe, &work, work_rounds, &out_dir)?;
+        println!("bench:   workload {:.3}s", m.workload.as_secs_f64());
+        Ok(m)
+    })?;
+    let results: Vec<(Condition, Vec<Measurement>)> =
+        CONDITIONS.iter().copied().zip(runs).collect();
     let report = report(&results, rounds, work_rounds);
     println!("\n{report}");
     let path = out_dir.join("report.md");
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     println!("bench: report written to {}", path.display());
     Ok(())
+}
+
+/// Runs `measure` under every condition in turn for `rounds` rounds, the order rotating each
+/// round (so a shared host's drift falls on every condition alike), and returns each
+/// condition's results in the order of `conditions`. `what` names the workload in the log.
+pub(crate) fn interleaved<C: Copy, L: std::fmt::Display, T>(
+    conditions: &[C],
+    rounds: usize,
+    what: &str,
+    label: impl Fn(C) -> L,
+    mut measure: impl FnMut(C) -> Result<T>,
+) -> Result<Vec<Vec<T>>> {
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!("{what} ")
+    };
+    let mut results: Vec<Vec<T>> = conditions.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for i in 0..conditions.len() {
+            let index = (i + round) % conditions.len();
+            let condition = conditions[index];
+            println!(
+                "bench: {what}round {}/{rounds}: {}",
+                round + 1,
+                label(condition)
+            );
+            results[index].push(measure(condition)?);
+        }
+    }
+    Ok(results)
 }
 
 fn measure(

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::http::{self, throughput_cost, HttpServer};
-use super::{interrupt_and_wait, median, run_ok, start_loupe};
+use super::{interleaved, interrupt_and_wait, median, run_ok, start_loupe};
 use crate::util::{target_dir, which};
 use crate::{build, fixtures, setup};
 
@@ -161,25 +161,20 @@ pub fn run(rounds: usize, loops: u32, seconds: u32) -> Result<()> {
          throughput / the traced run's, minus 1 (the same round's runs compared).\n"
     );
     for workload in workloads {
-        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); TRACERS.len()];
-        for round in 0..rounds {
-            for i in 0..TRACERS.len() {
-                let index = (i + round) % TRACERS.len();
-                let tracer = TRACERS[index];
-                println!(
-                    "bench: {} round {}/{rounds}: {}",
-                    workload.label(),
-                    round + 1,
-                    tracer.label()
-                );
+        let rates = interleaved(
+            &TRACERS,
+            rounds,
+            &workload.label(),
+            Tracer::label,
+            |tracer| {
                 let child = tracer.start(&loupe, &out_dir)?;
                 let rate = workload.run(&server);
                 tracer.stop(child)?;
                 let rate = rate?;
                 println!("bench:   {rate:.0}/s");
-                rates[index].push(rate);
-            }
-        }
+                Ok(rate)
+            },
+        )?;
         report += &table(&workload.label(), &rates);
     }
     println!("\n{report}");
