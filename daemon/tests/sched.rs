@@ -255,12 +255,10 @@ fn go_threads_blocking_in_syscalls_are_named_and_idle_runtime_threads_are_marked
         ] {
             let want = truth_ns(&truth, key);
             let got = count_where(&stacks, |s| s.has(function)) as f64;
-            // The program's clock also counts, after each call, the thread's run-queue wait
-            // and the goroutine's wait for a P: neither is time blocked in the call, and on
-            // a loaded host each is milliseconds a call (one run lost 30 ms of 300 to them).
-            // So loupe may be under it, never over.
+            // The program's clock also counts the run-queue wait after each wakeup, which
+            // is not off-CPU time: loupe may be a little under it, never over.
             assert!(
-                got <= want * 1.02 && got >= want * 0.85,
+                got <= want * 1.02 && got >= want * 0.9,
                 "go{version}: off-CPU under {function} {got} ns vs the program's {want} ns\n{stderr}"
             );
             let without_callers = count_where(&stacks, |s| {
